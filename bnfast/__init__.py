@@ -1,0 +1,35 @@
+"""bnfast: fast, verified CPU kernels for training neural networks.
+
+Batch normalization, softmax cross-entropy and optimizer updates as hand-written SIMD kernels
+(scalar, AVX2, AVX-512, chosen at import), a NumPy reference of each (:mod:`bnfast.reference`),
+and a thin Python layer over them.
+"""
+
+from bnfast import _core
+from bnfast._config import (
+    active_isa,
+    available_isas,
+    get_num_threads,
+    set_num_threads,
+    show_config,
+    use_isa,
+)
+from bnfast._config import _apply_environment as _apply_environment
+from bnfast.functional import BatchNormOutput, batch_norm, batch_norm_backward
+
+__version__: str = _core.__version__
+
+__all__ = [
+    "BatchNormOutput",
+    "__version__",
+    "active_isa",
+    "available_isas",
+    "batch_norm",
+    "batch_norm_backward",
+    "get_num_threads",
+    "set_num_threads",
+    "show_config",
+    "use_isa",
+]
+
+_apply_environment()

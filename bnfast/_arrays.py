@@ -1,0 +1,49 @@
+"""Turning what users pass into arrays the kernels accept; no kernel logic here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_array(obj: Any, name: str) -> np.ndarray:
+    """View ``obj`` as an ndarray without copying where NumPy can (buffer protocol, DLPack)."""
+    if isinstance(obj, np.ndarray):
+        return obj
+    if obj is None:
+        raise TypeError(f"{name} must be an array, got None")
+    if hasattr(obj, "__dlpack__") and not hasattr(obj, "__array_interface__"):
+        try:
+            return np.from_dlpack(obj)
+        except (TypeError, RuntimeError, BufferError):
+            pass
+    try:
+        return np.asarray(obj)
+    except Exception as exc:  # numpy raises many types for odd objects
+        raise TypeError(f"{name} cannot be viewed as an array: {exc}") from None
+
+
+def float_input(obj: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
+    """A C-contiguous float32/float64 array for a read-only input.
+
+    Non-contiguous inputs are copied (documented behaviour); integer or other dtypes are
+    refused with TypeError. With ``dtype``, the array must already have that dtype.
+    """
+    a = as_array(obj, name)
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{name} must be {dtype} like the input, got {a.dtype}")
+    return np.ascontiguousarray(a)
+
+
+def optional_input(obj: Any, name: str, dtype: np.dtype) -> np.ndarray | None:
+    return None if obj is None else float_input(obj, name, dtype)
+
+
+def inplace(obj: Any, name: str) -> np.ndarray | None:
+    """An array updated in place: a view of ``obj`` (never a copy); _core checks the rest."""
+    return None if obj is None else as_array(obj, name)

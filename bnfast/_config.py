@@ -1,0 +1,92 @@
+"""ISA selection, threads and build information."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+from bnfast import _core
+
+__all__ = [
+    "active_isa",
+    "available_isas",
+    "get_num_threads",
+    "set_num_threads",
+    "show_config",
+    "use_isa",
+]
+
+
+def active_isa() -> str:
+    """Name of the instruction set the kernels run with now (``"avx512"``, ``"avx2"``, ...)."""
+    return _core.active_isa()
+
+
+def available_isas() -> list[str]:
+    """Instruction sets compiled into this build that this CPU supports, lowest first."""
+    return list(_core.available_isas())
+
+
+def _set_isa(name: str) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"ISA name must be a str, got {type(name).__name__}")
+    _core.set_isa(name)
+
+
+@contextlib.contextmanager
+def use_isa(name: str) -> Iterator[str]:
+    """Run the kernels with the instruction set ``name`` inside a ``with`` block.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not an ISA bnfast knows.
+    RuntimeError
+        If the ISA is not compiled into this build or the CPU lacks it.
+    """
+    previous = _core.active_isa()
+    _set_isa(name)
+    try:
+        yield name
+    finally:
+        _core.set_isa(previous)
+
+
+def get_num_threads() -> int:
+    """Number of threads the kernels use for large inputs."""
+    return _core.get_num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads the kernels use; results do not depend on it (bitwise)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    _core.set_num_threads(n)
+
+
+def config() -> dict[str, object]:
+    """The build and run-time configuration as a dict."""
+    return {
+        "version": _core.__version__,
+        "active_isa": active_isa(),
+        "available_isas": available_isas(),
+        "compiled_isas": list(_core.compiled_isas()),
+        "num_threads": get_num_threads(),
+        "openmp": bool(_core.openmp),
+    }
+
+
+def show_config() -> None:
+    """Print the version, the ISA in use, the available ISAs and the thread count."""
+    for key, value in config().items():
+        if isinstance(value, list):
+            value = ", ".join(value)
+        print(f"{key + ':':<16}{value}")
+
+
+def _apply_environment() -> None:
+    """Honour BNFAST_ISA at import: a forced path never silently runs another."""
+    name = os.environ.get("BNFAST_ISA", "").strip()
+    if name:
+        _set_isa(name)

@@ -1,0 +1,186 @@
+"""Layers: thin objects over :mod:`bnfast.functional`.
+
+A layer has ``forward(x)``, ``backward(dy)``, ``train()`` / ``eval()``, ``parameters()`` and
+``gradients()`` (two lists of arrays in the same order: the contract with the optimizers),
+``zero_grad()``, ``state_dict()`` and ``load_state_dict()``. Layers reuse their output and
+gradient buffers while the input shape stays the same, so a training step allocates nothing
+large; an output is therefore valid until the layer's next call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bnfast import functional as F
+
+__all__ = ["BatchNorm", "Module"]
+
+
+class Module:
+    """Base class: training flag, parameter/gradient lists and state dicts."""
+
+    training: bool = True
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    def train(self, mode: bool = True) -> Module:
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def parameters(self) -> list[np.ndarray]:
+        """Trainable arrays, updated in place by optimizers."""
+        return []
+
+    def gradients(self) -> list[np.ndarray]:
+        """Gradient arrays matching :meth:`parameters` one to one."""
+        return []
+
+    def zero_grad(self) -> None:
+        for g in self.gradients():
+            g.fill(0)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise KeyError(f"state_dict mismatch: missing {missing}, unexpected {unexpected}")
+        for key, dst in own.items():
+            src = np.asarray(state[key])
+            if src.shape != dst.shape:
+                raise ValueError(f"{key}: expected shape {dst.shape}, got {src.shape}")
+            dst[...] = src
+
+
+def _buffer(buf: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+    """``buf`` if it fits ``like``'s shape and dtype, else a new one."""
+    if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+        return np.empty_like(like, order="C")
+    return buf
+
+
+class BatchNorm(Module):
+    """Batch normalization over the channel axis ``axis`` (PyTorch's BatchNorm1d/2d/3d).
+
+    Parameters
+    ----------
+    num_features : int
+        Number of channels C.
+    eps : float
+        Added to the variance.
+    momentum : float or None
+        Running-average weight of each batch; ``None`` gives the cumulative average.
+    affine : bool
+        Learn ``weight`` (gamma) and ``bias`` (beta).
+    axis : int
+        Channel axis: 1 for ``(N, C)``, ``(N, C, L)`` and NCHW, -1 for channels-last.
+    dtype : numpy dtype
+        float32 (default) or float64.
+
+    Notes
+    -----
+    In training mode the batch statistics normalize the input and the running statistics are
+    updated; in evaluation mode the running statistics are used. Training needs more than one
+    value per channel (a batch of one ``(1, C)`` sample raises ValueError).
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        axis: int = 1,
+        dtype: Any = np.float32,
+    ) -> None:
+        if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)):
+            raise TypeError("num_features must be an int")
+        if num_features < 1:
+            raise ValueError(f"num_features must be >= 1, got {num_features}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        self.num_features = int(num_features)
+        self.eps = float(eps)
+        self.momentum = momentum
+        self.affine = bool(affine)
+        self.axis = int(axis)
+        self.dtype = dtype
+        self.weight = np.ones(num_features, dtype) if affine else None
+        self.bias = np.zeros(num_features, dtype) if affine else None
+        self.dweight = np.zeros(num_features, dtype) if affine else None
+        self.dbias = np.zeros(num_features, dtype) if affine else None
+        self.running_mean = np.zeros(num_features, dtype)
+        self.running_var = np.ones(num_features, dtype)
+        self.num_batches_tracked = np.zeros((), np.int64)
+        self._out: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+        self._saved: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        self._out = _buffer(self._out, x)
+        if self.training:
+            self.num_batches_tracked += 1
+            m = 1.0 / int(self.num_batches_tracked) if self.momentum is None else self.momentum
+        else:
+            m = 0.0
+        res = F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias,
+            training=self.training, momentum=m, eps=self.eps, axis=self.axis, out=self._out,
+        )  # fmt: skip
+        self._saved = (x, res.mean, res.invstd, self.training)
+        return res.out
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        if self._saved is None:
+            raise RuntimeError("backward called before forward")
+        x, mean, invstd, training = self._saved
+        dy = np.ascontiguousarray(dy, dtype=self.dtype)
+        self._dx = _buffer(self._dx, x)
+        if self._dx is dy or np.shares_memory(self._dx, x):
+            self._dx = np.empty_like(x)
+        dx, dw, db = F.batch_norm_backward(
+            dy, x, mean, invstd, self.weight, training=training, axis=self.axis, out=self._dx
+        )
+        if self.affine:
+            self.dweight += dw
+            self.dbias += db
+        return dx
+
+    def parameters(self) -> list[np.ndarray]:
+        return [self.weight, self.bias] if self.affine else []
+
+    def gradients(self) -> list[np.ndarray]:
+        return [self.dweight, self.dbias] if self.affine else []
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {
+            "running_mean": self.running_mean,
+            "running_var": self.running_var,
+            "num_batches_tracked": self.num_batches_tracked,
+        }
+        if self.affine:
+            state = {"weight": self.weight, "bias": self.bias, **state}
+        return state
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, axis={self.axis})"
+        )

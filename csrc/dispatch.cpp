@@ -1,0 +1,139 @@
+// CPU detection, the BNFAST_ISA override and the thread count.
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+
+#include "bnfast/isa.h"
+#ifdef BNFAST_OPENMP
+#include <omp.h>
+#endif
+
+namespace bnfast {
+namespace {
+
+std::atomic<int> g_active{-1};
+std::atomic<int> g_threads{0};
+
+bool cpu_has(Isa isa) {
+#if defined(__x86_64__) || defined(__i386__)
+  switch (isa) {
+    case Isa::scalar:
+      return true;
+    case Isa::avx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case Isa::avx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }
+  return false;
+#else
+  return isa == Isa::scalar;
+#endif
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::scalar:
+      return "scalar";
+    case Isa::avx2:
+      return "avx2";
+    case Isa::avx512:
+      return "avx512";
+  }
+  return "?";
+}
+
+bool parse_isa(const char* name, Isa* out) {
+  for (int i = 0; i < kNumIsas; ++i) {
+    if (std::strcmp(name, isa_name(static_cast<Isa>(i))) == 0) {
+      *out = static_cast<Isa>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool isa_compiled(Isa isa) {
+  switch (isa) {
+    case Isa::scalar:
+      return true;
+    case Isa::avx2:
+#ifdef BNFAST_HAVE_AVX2
+      return true;
+#else
+      return false;
+#endif
+    case Isa::avx512:
+#ifdef BNFAST_HAVE_AVX512
+      return true;
+#else
+      return false;
+#endif
+  }
+  return false;
+}
+
+bool isa_supported(Isa isa) { return isa_compiled(isa) && cpu_has(isa); }
+
+Isa best_isa() {
+  for (int i = kNumIsas - 1; i > 0; --i) {
+    if (isa_supported(static_cast<Isa>(i))) return static_cast<Isa>(i);
+  }
+  return Isa::scalar;
+}
+
+Isa active_isa() {
+  int a = g_active.load(std::memory_order_relaxed);
+  if (a < 0) {
+    a = static_cast<int>(best_isa());
+    g_active.store(a, std::memory_order_relaxed);
+  }
+  return static_cast<Isa>(a);
+}
+
+void set_active_isa(Isa isa) {
+  if (!isa_supported(isa)) {
+    throw std::invalid_argument(std::string("ISA '") + isa_name(isa) +
+                                (isa_compiled(isa) ? "' is not supported by this CPU"
+                                                   : "' is not compiled into this build"));
+  }
+  g_active.store(static_cast<int>(isa), std::memory_order_relaxed);
+}
+
+int num_threads() {
+  int n = g_threads.load(std::memory_order_relaxed);
+  if (n > 0) return n;
+#ifdef BNFAST_OPENMP
+  n = omp_get_max_threads();
+#else
+  n = 1;
+#endif
+  g_threads.store(n, std::memory_order_relaxed);
+  return n;
+}
+
+void set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("num_threads must be >= 1");
+#ifndef BNFAST_OPENMP
+  n = 1;
+#endif
+  g_threads.store(n, std::memory_order_relaxed);
+}
+
+void* aligned_malloc(std::int64_t bytes) {
+  if (bytes <= 0) bytes = 64;
+  std::size_t rounded = (static_cast<std::size_t>(bytes) + 63) & ~static_cast<std::size_t>(63);
+  void* p = std::aligned_alloc(64, rounded);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
+void aligned_free(void* p) { std::free(p); }
+
+}  // namespace bnfast

@@ -1,0 +1,81 @@
+// Batch normalization kernels. x is any contiguous array viewed as (A, C, B): statistics per
+// channel c over a and b. (N, C) is A=N, B=1; NCHW is A=N, B=H*W; NHWC is A=N*H*W, B=1.
+#pragma once
+
+#include <cstdint>
+
+#include "bnfast/isa.h"
+
+namespace bnfast {
+
+struct Shape3 {
+  std::int64_t A, C, B;
+};
+
+// Training forward: batch mean and biased variance per channel, y = (x - mean) * scale + shift,
+// running stats (nullable) updated as new = (1 - momentum) * old + momentum * batch (unbiased
+// variance), and save_mean / save_invstd (length C) written for backward.
+template <class T>
+struct BnTrainArgs {
+  const T* x;
+  T* y;
+  Shape3 s;
+  const T* weight;  // nullable: 1
+  const T* bias;    // nullable: 0
+  T* running_mean;  // nullable
+  T* running_var;   // nullable
+  double momentum;
+  double eps;
+  T* save_mean;
+  T* save_invstd;
+};
+
+// Eval forward: y = (x - running_mean) * weight / sqrt(running_var + eps) + bias; save_mean and
+// save_invstd receive the running mean and 1 / sqrt(running_var + eps) for backward.
+template <class T>
+struct BnEvalArgs {
+  const T* x;
+  T* y;
+  Shape3 s;
+  const T* weight;  // nullable
+  const T* bias;    // nullable
+  const T* running_mean;
+  const T* running_var;
+  double eps;
+  T* save_mean;
+  T* save_invstd;
+};
+
+// Backward from the statistics used in the forward (batch statistics when training, running
+// statistics otherwise): dweight = sum(dy * (x - mean)) * invstd, dbias = sum(dy), and
+//   training: dx = weight * invstd * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean)))
+//   eval:     dx = weight * invstd * dy
+template <class T>
+struct BnBackwardArgs {
+  const T* dy;
+  const T* x;
+  Shape3 s;
+  const T* mean;
+  const T* invstd;
+  const T* weight;  // nullable
+  bool training;
+  T* dx;       // nullable: skip
+  T* dweight;  // nullable: skip
+  T* dbias;    // nullable: skip
+};
+
+template <class T>
+struct BatchNormFns {
+  void (*fwd_train)(const BnTrainArgs<T>&);
+  void (*fwd_eval)(const BnEvalArgs<T>&);
+  void (*backward)(const BnBackwardArgs<T>&);
+};
+
+struct BatchNormKernels {
+  BatchNormFns<float> f32;
+  BatchNormFns<double> f64;
+};
+
+BNFAST_DECLARE_KERNELS(BatchNormKernels, batchnorm_kernels)
+
+}  // namespace bnfast

@@ -1,0 +1,76 @@
+// ISA selection and threading: the only state the kernels share.
+//
+// Every kernel family is compiled once per ISA into namespace bnfast::<isa>; each exposes a
+// table of function pointers (e.g. BatchNormKernels). The active ISA is chosen once at import
+// (best the CPU supports, or BNFAST_ISA) and may be switched at run time for tests.
+#pragma once
+
+#include <cstdint>
+
+namespace bnfast {
+
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
+constexpr int kNumIsas = 3;
+
+const char* isa_name(Isa isa);
+// Parses an ISA name; returns false for an unknown name.
+bool parse_isa(const char* name, Isa* out);
+bool isa_compiled(Isa isa);
+// Compiled into this build and supported by this CPU (and OS).
+bool isa_supported(Isa isa);
+Isa best_isa();
+Isa active_isa();
+// Throws std::invalid_argument for an ISA that is not compiled or not supported here.
+void set_active_isa(Isa isa);
+
+int num_threads();
+void set_num_threads(int n);
+
+// Below this many bytes a kernel runs on one thread: waking threads costs more than it saves.
+constexpr std::int64_t kParallelMinBytes = 1 << 18;
+
+inline int threads_for(std::int64_t bytes) { return bytes < kParallelMinBytes ? 1 : num_threads(); }
+
+// Storage that kernels allocate (aligned, uninitialised); defined in dispatch.cpp so no
+// allocator template is instantiated inside an ISA-specific translation unit.
+void* aligned_malloc(std::int64_t bytes);
+void aligned_free(void* p);
+
+}  // namespace bnfast
+
+// Declares `Table name()` in every per-ISA namespace and an accessor for the active one.
+#define BNFAST_DECLARE_KERNELS(Table, name)    \
+  namespace scalar {                           \
+  Table name();                                \
+  }                                            \
+  namespace avx2 {                             \
+  Table name();                                \
+  }                                            \
+  namespace avx512 {                           \
+  Table name();                                \
+  }                                            \
+  const Table& name##_of(::bnfast::Isa isa);  \
+  const Table& name##_active();
+
+#ifdef BNFAST_HAVE_AVX2
+#define BNFAST_IF_AVX2(x) x
+#else
+#define BNFAST_IF_AVX2(x) \
+  {}
+#endif
+#ifdef BNFAST_HAVE_AVX512
+#define BNFAST_IF_AVX512(x) x
+#else
+#define BNFAST_IF_AVX512(x) \
+  {}
+#endif
+
+// Defines the accessors declared by BNFAST_DECLARE_KERNELS, in one baseline translation unit.
+// Tables of ISAs that are not compiled stay empty; set_active_isa never selects them.
+#define BNFAST_DEFINE_KERNELS_ACTIVE(Table, name)                                        \
+  const Table& name##_of(::bnfast::Isa isa) {                                            \
+    static const Table tables[::bnfast::kNumIsas] = {                                    \
+        scalar::name(), BNFAST_IF_AVX2(avx2::name()), BNFAST_IF_AVX512(avx512::name())}; \
+    return tables[static_cast<int>(isa)];                                                \
+  }                                                                                      \
+  const Table& name##_active() { return name##_of(::bnfast::active_isa()); }

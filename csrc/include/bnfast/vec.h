@@ -1,0 +1,281 @@
+// vec.h — the one place where ISAs differ.
+//
+// A kernel source includes this header and is compiled once per ISA with BNFAST_NS set to the
+// ISA's name (scalar, avx2, avx512) and that ISA's compiler flags. Everything here lives in
+// bnfast::BNFAST_NS, so inline functions compiled with AVX-512 flags never share a symbol with
+// the scalar build (the linker would otherwise keep one copy for both and crash older CPUs).
+//
+// Vec<T> is one SIMD register of T (float or double): N lanes, a Mask type, loads and stores
+// (full, partial with n < N lanes for tails, masked so they never touch memory past the end;
+// masked-off lanes read 0 or a given fill value),
+// arithmetic, fma, sqrt, min/max, compare/select and horizontal sums.
+#pragma once
+
+#ifndef BNFAST_NS
+#error "vec.h is only for kernel sources compiled per ISA (BNFAST_NS undefined)"
+#endif
+
+#include <cmath>
+#include <cstdint>
+
+#include "bnfast/isa.h"
+
+#if defined(BNFAST_TARGET_AVX2) || defined(BNFAST_TARGET_AVX512)
+#include <immintrin.h>
+#endif
+
+namespace bnfast {
+namespace BNFAST_NS {
+
+using i64 = std::int64_t;
+
+template <class T>
+struct Vec;
+
+#if defined(BNFAST_TARGET_SCALAR)
+
+template <class T>
+struct Vec {
+  static constexpr int N = 1;
+  using Mask = bool;
+  T v;
+  static Vec load(const T* p) { return {*p}; }
+  static Mask tail_mask(int n) { return n > 0; }
+  static Vec load_partial(const T* p, int n) { return {n > 0 ? *p : T(0)}; }
+  static Vec load_partial(const T* p, int n, Vec fill) { return n > 0 ? Vec{*p} : fill; }
+  static Vec set1(T x) { return {x}; }
+  static Vec zero() { return {T(0)}; }
+  void store(T* p) const { *p = v; }
+  void store_partial(T* p, int n) const {
+    if (n > 0) *p = v;
+  }
+};
+template <class T>
+inline Vec<T> operator+(Vec<T> a, Vec<T> b) { return {a.v + b.v}; }
+template <class T>
+inline Vec<T> operator-(Vec<T> a, Vec<T> b) { return {a.v - b.v}; }
+template <class T>
+inline Vec<T> operator*(Vec<T> a, Vec<T> b) { return {a.v * b.v}; }
+template <class T>
+inline Vec<T> operator/(Vec<T> a, Vec<T> b) { return {a.v / b.v}; }
+// Baseline x86-64 has no FMA instruction; std::fma would be a slow library call.
+template <class T>
+inline Vec<T> fmadd(Vec<T> a, Vec<T> b, Vec<T> c) { return {a.v * b.v + c.v}; }
+template <class T>
+inline Vec<T> fnmadd(Vec<T> a, Vec<T> b, Vec<T> c) { return {c.v - a.v * b.v}; }
+template <class T>
+inline Vec<T> sqrt(Vec<T> a) { return {std::sqrt(a.v)}; }
+// min/max return b when either is NaN (like the x86 instructions), so kernels behave alike.
+template <class T>
+inline Vec<T> min(Vec<T> a, Vec<T> b) { return {a.v < b.v ? a.v : b.v}; }
+template <class T>
+inline Vec<T> max(Vec<T> a, Vec<T> b) { return {a.v > b.v ? a.v : b.v}; }
+template <class T>
+inline Vec<T> abs(Vec<T> a) { return {std::fabs(a.v)}; }
+template <class T>
+inline bool cmp_lt(Vec<T> a, Vec<T> b) { return a.v < b.v; }
+template <class T>
+inline bool cmp_le(Vec<T> a, Vec<T> b) { return a.v <= b.v; }
+template <class T>
+inline bool cmp_eq(Vec<T> a, Vec<T> b) { return a.v == b.v; }
+template <class T>
+inline bool is_nan(Vec<T> a) { return a.v != a.v; }
+template <class T>
+inline Vec<T> select(bool m, Vec<T> a, Vec<T> b) { return m ? a : b; }
+template <class T>
+inline T reduce_add(Vec<T> a) { return a.v; }
+template <class T>
+inline T reduce_max(Vec<T> a) { return a.v; }
+template <class T>
+inline T reduce_min(Vec<T> a) { return a.v; }
+
+#elif defined(BNFAST_TARGET_AVX2)
+
+namespace detail {
+inline __m256i tail_mask32(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+inline __m256i tail_mask64(int n) {
+  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+}
+}  // namespace detail
+
+template <>
+struct Vec<float> {
+  static constexpr int N = 8;
+  using Mask = __m256;
+  __m256 v;
+  static Vec load(const float* p) { return {_mm256_loadu_ps(p)}; }
+  static Mask tail_mask(int n) { return _mm256_castsi256_ps(detail::tail_mask32(n)); }
+  static Vec load_partial(const float* p, int n) {
+    return {_mm256_maskload_ps(p, detail::tail_mask32(n))};
+  }
+  static Vec load_partial(const float* p, int n, Vec fill) {
+    return {_mm256_blendv_ps(fill.v, load_partial(p, n).v, tail_mask(n))};
+  }
+  static Vec set1(float x) { return {_mm256_set1_ps(x)}; }
+  static Vec zero() { return {_mm256_setzero_ps()}; }
+  void store(float* p) const { _mm256_storeu_ps(p, v); }
+  void store_partial(float* p, int n) const { _mm256_maskstore_ps(p, detail::tail_mask32(n), v); }
+};
+template <>
+struct Vec<double> {
+  static constexpr int N = 4;
+  using Mask = __m256d;
+  __m256d v;
+  static Vec load(const double* p) { return {_mm256_loadu_pd(p)}; }
+  static Mask tail_mask(int n) { return _mm256_castsi256_pd(detail::tail_mask64(n)); }
+  static Vec load_partial(const double* p, int n) {
+    return {_mm256_maskload_pd(p, detail::tail_mask64(n))};
+  }
+  static Vec load_partial(const double* p, int n, Vec fill) {
+    return {_mm256_blendv_pd(fill.v, load_partial(p, n).v, tail_mask(n))};
+  }
+  static Vec set1(double x) { return {_mm256_set1_pd(x)}; }
+  static Vec zero() { return {_mm256_setzero_pd()}; }
+  void store(double* p) const { _mm256_storeu_pd(p, v); }
+  void store_partial(double* p, int n) const { _mm256_maskstore_pd(p, detail::tail_mask64(n), v); }
+};
+
+#define BNFAST_VEC_OPS(T, S)                                                                      \
+  inline Vec<T> operator+(Vec<T> a, Vec<T> b) { return {_mm256_add_##S(a.v, b.v)}; }             \
+  inline Vec<T> operator-(Vec<T> a, Vec<T> b) { return {_mm256_sub_##S(a.v, b.v)}; }             \
+  inline Vec<T> operator*(Vec<T> a, Vec<T> b) { return {_mm256_mul_##S(a.v, b.v)}; }             \
+  inline Vec<T> operator/(Vec<T> a, Vec<T> b) { return {_mm256_div_##S(a.v, b.v)}; }             \
+  inline Vec<T> fmadd(Vec<T> a, Vec<T> b, Vec<T> c) { return {_mm256_fmadd_##S(a.v, b.v, c.v)}; } \
+  inline Vec<T> fnmadd(Vec<T> a, Vec<T> b, Vec<T> c) {                                            \
+    return {_mm256_fnmadd_##S(a.v, b.v, c.v)};                                                    \
+  }                                                                                               \
+  inline Vec<T> sqrt(Vec<T> a) { return {_mm256_sqrt_##S(a.v)}; }                                 \
+  inline Vec<T> min(Vec<T> a, Vec<T> b) { return {_mm256_min_##S(a.v, b.v)}; }                    \
+  inline Vec<T> max(Vec<T> a, Vec<T> b) { return {_mm256_max_##S(a.v, b.v)}; }                    \
+  inline Vec<T> abs(Vec<T> a) { return {_mm256_andnot_##S(_mm256_set1_##S(T(-0.0)), a.v)}; }     \
+  inline Vec<T>::Mask cmp_lt(Vec<T> a, Vec<T> b) { return _mm256_cmp_##S(a.v, b.v, _CMP_LT_OQ); } \
+  inline Vec<T>::Mask cmp_le(Vec<T> a, Vec<T> b) { return _mm256_cmp_##S(a.v, b.v, _CMP_LE_OQ); } \
+  inline Vec<T>::Mask cmp_eq(Vec<T> a, Vec<T> b) { return _mm256_cmp_##S(a.v, b.v, _CMP_EQ_OQ); } \
+  inline Vec<T>::Mask is_nan(Vec<T> a) { return _mm256_cmp_##S(a.v, a.v, _CMP_UNORD_Q); }         \
+  inline Vec<T> select(Vec<T>::Mask m, Vec<T> a, Vec<T> b) { return {_mm256_blendv_##S(b.v, a.v, m)}; }
+BNFAST_VEC_OPS(float, ps)
+BNFAST_VEC_OPS(double, pd)
+#undef BNFAST_VEC_OPS
+
+inline float reduce_add(Vec<float> a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline double reduce_add(Vec<double> a) {
+  __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a.v), _mm256_extractf128_pd(a.v, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+inline float reduce_max(Vec<float> a) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline double reduce_max(Vec<double> a) {
+  __m128d s = _mm_max_pd(_mm256_castpd256_pd128(a.v), _mm256_extractf128_pd(a.v, 1));
+  return _mm_cvtsd_f64(_mm_max_sd(s, _mm_unpackhi_pd(s, s)));
+}
+inline float reduce_min(Vec<float> a) {
+  __m128 s = _mm_min_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+  s = _mm_min_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_min_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline double reduce_min(Vec<double> a) {
+  __m128d s = _mm_min_pd(_mm256_castpd256_pd128(a.v), _mm256_extractf128_pd(a.v, 1));
+  return _mm_cvtsd_f64(_mm_min_sd(s, _mm_unpackhi_pd(s, s)));
+}
+
+#elif defined(BNFAST_TARGET_AVX512)
+
+template <>
+struct Vec<float> {
+  static constexpr int N = 16;
+  using Mask = __mmask16;
+  __m512 v;
+  static Mask tail_mask(int n) { return static_cast<Mask>((1u << n) - 1u); }
+  static Vec load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  static Vec load_partial(const float* p, int n) { return {_mm512_maskz_loadu_ps(tail_mask(n), p)}; }
+  static Vec load_partial(const float* p, int n, Vec fill) {
+    return {_mm512_mask_loadu_ps(fill.v, tail_mask(n), p)};
+  }
+  static Vec set1(float x) { return {_mm512_set1_ps(x)}; }
+  static Vec zero() { return {_mm512_setzero_ps()}; }
+  void store(float* p) const { _mm512_storeu_ps(p, v); }
+  void store_partial(float* p, int n) const { _mm512_mask_storeu_ps(p, tail_mask(n), v); }
+};
+template <>
+struct Vec<double> {
+  static constexpr int N = 8;
+  using Mask = __mmask8;
+  __m512d v;
+  static Mask tail_mask(int n) { return static_cast<Mask>((1u << n) - 1u); }
+  static Vec load(const double* p) { return {_mm512_loadu_pd(p)}; }
+  static Vec load_partial(const double* p, int n) { return {_mm512_maskz_loadu_pd(tail_mask(n), p)}; }
+  static Vec load_partial(const double* p, int n, Vec fill) {
+    return {_mm512_mask_loadu_pd(fill.v, tail_mask(n), p)};
+  }
+  static Vec set1(double x) { return {_mm512_set1_pd(x)}; }
+  static Vec zero() { return {_mm512_setzero_pd()}; }
+  void store(double* p) const { _mm512_storeu_pd(p, v); }
+  void store_partial(double* p, int n) const { _mm512_mask_storeu_pd(p, tail_mask(n), v); }
+};
+
+#define BNFAST_VEC_OPS(T, S)                                                                      \
+  inline Vec<T> operator+(Vec<T> a, Vec<T> b) { return {_mm512_add_##S(a.v, b.v)}; }             \
+  inline Vec<T> operator-(Vec<T> a, Vec<T> b) { return {_mm512_sub_##S(a.v, b.v)}; }             \
+  inline Vec<T> operator*(Vec<T> a, Vec<T> b) { return {_mm512_mul_##S(a.v, b.v)}; }             \
+  inline Vec<T> operator/(Vec<T> a, Vec<T> b) { return {_mm512_div_##S(a.v, b.v)}; }             \
+  inline Vec<T> fmadd(Vec<T> a, Vec<T> b, Vec<T> c) { return {_mm512_fmadd_##S(a.v, b.v, c.v)}; } \
+  inline Vec<T> fnmadd(Vec<T> a, Vec<T> b, Vec<T> c) {                                            \
+    return {_mm512_fnmadd_##S(a.v, b.v, c.v)};                                                    \
+  }                                                                                               \
+  inline Vec<T> sqrt(Vec<T> a) { return {_mm512_sqrt_##S(a.v)}; }                                 \
+  inline Vec<T> min(Vec<T> a, Vec<T> b) { return {_mm512_min_##S(a.v, b.v)}; }                    \
+  inline Vec<T> max(Vec<T> a, Vec<T> b) { return {_mm512_max_##S(a.v, b.v)}; }                    \
+  inline Vec<T> abs(Vec<T> a) { return {_mm512_abs_##S(a.v)}; }                                   \
+  inline Vec<T>::Mask cmp_lt(Vec<T> a, Vec<T> b) {                                                \
+    return _mm512_cmp_##S##_mask(a.v, b.v, _CMP_LT_OQ);                                           \
+  }                                                                                               \
+  inline Vec<T>::Mask cmp_le(Vec<T> a, Vec<T> b) {                                                \
+    return _mm512_cmp_##S##_mask(a.v, b.v, _CMP_LE_OQ);                                           \
+  }                                                                                               \
+  inline Vec<T>::Mask cmp_eq(Vec<T> a, Vec<T> b) {                                                \
+    return _mm512_cmp_##S##_mask(a.v, b.v, _CMP_EQ_OQ);                                           \
+  }                                                                                               \
+  inline Vec<T>::Mask is_nan(Vec<T> a) { return _mm512_cmp_##S##_mask(a.v, a.v, _CMP_UNORD_Q); }  \
+  inline Vec<T> select(Vec<T>::Mask m, Vec<T> a, Vec<T> b) {                                      \
+    return {_mm512_mask_blend_##S(m, b.v, a.v)};                                                  \
+  }                                                                                               \
+  inline T reduce_add(Vec<T> a) { return _mm512_reduce_add_##S(a.v); }                            \
+  inline T reduce_max(Vec<T> a) { return _mm512_reduce_max_##S(a.v); }                            \
+  inline T reduce_min(Vec<T> a) { return _mm512_reduce_min_##S(a.v); }
+BNFAST_VEC_OPS(float, ps)
+BNFAST_VEC_OPS(double, pd)
+#undef BNFAST_VEC_OPS
+
+#else
+#error "unknown BNFAST_TARGET"
+#endif
+
+// Uninitialised aligned scratch memory owned by a kernel call.
+template <class T>
+class Scratch {
+ public:
+  explicit Scratch(i64 n) : p_(static_cast<T*>(aligned_malloc(n * static_cast<i64>(sizeof(T))))) {}
+  ~Scratch() { aligned_free(p_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  T* data() const { return p_; }
+  T& operator[](i64 i) const { return p_[i]; }
+
+ private:
+  T* p_;
+};
+
+}  // namespace BNFAST_NS
+}  // namespace bnfast

@@ -1,0 +1,497 @@
+// Batch norm forward (training, eval) and backward; one source compiled for every ISA.
+//
+// x is contiguous (A, C, B). Two traversals, chosen from the shape alone:
+//  - rows (B * sizeof(T) < kPlaneMinBytes): A rows of W = C*B values; vector lanes run across
+//    the row, one accumulator per "virtual channel" (c, b), folded over b at the end.
+//  - planes: A*C planes of B contiguous values, cut into segments of at most kUnitBytes;
+//    lanes run along the plane.
+// Work units (row chunks grouped into at most kMaxGroups groups, or plane segments) depend only
+// on the shape, never on the thread count, and partial results are combined in unit order: the
+// results are bitwise the same for any number of threads.
+//
+// Statistics: a unit is small enough to stay in cache, so its mean and M2 are computed two-pass
+// from cache and units are merged with Chan's formula in double. That is one pass over memory
+// and no E[x^2] - E[x]^2 cancellation when the data sits far from zero.
+// Passes over memory: train fwd reads x twice and writes y; eval fwd reads x and writes y;
+// backward reads x, dy twice and writes dx.
+// Normalize is (x - mean) * scale + shift (a subtract and an FMA): folding the mean into the
+// shift would cost |mean / std| ulps on data far from zero, and the subtract is free here.
+// Tails use partial (masked) loads and stores; there are no scalar remainder loops.
+#include <algorithm>
+#include <cmath>
+
+#include "bnfast/batchnorm.h"
+#include "bnfast/vec.h"
+
+namespace bnfast {
+namespace BNFAST_NS {
+namespace {
+
+constexpr i64 kUnitBytes = 64 * 1024;
+constexpr i64 kMaxGroups = 48;  // divisible by 1, 2, 3, 4, 6, 8, 12, 16, 24: even thread loads
+constexpr i64 kPlaneMinBytes = 256;
+
+template <class T>
+inline Vec<T> ld(const T* p, int n) {
+  return n == Vec<T>::N ? Vec<T>::load(p) : Vec<T>::load_partial(p, n);
+}
+template <class T>
+inline void st(T* p, Vec<T> v, int n) {
+  if (n == Vec<T>::N) {
+    v.store(p);
+  } else {
+    v.store_partial(p, n);
+  }
+}
+// Calls f(j, n) over [0, w) in steps of one vector; n < N only for the last step.
+template <class T, class F>
+inline void for_lanes(i64 w, F&& f) {
+  constexpr int N = Vec<T>::N;
+  i64 j = 0;
+  for (; j + N <= w; j += N) f(j, N);
+  if (j < w) f(j, static_cast<int>(w - j));
+}
+
+// Chan et al.: merges a set of nb values with mean mb and M2 m2b into (na, ma, m2a).
+inline void chan_merge(double na, double& ma, double& m2a, double nb, double mb, double m2b) {
+  const double n = na + nb;
+  const double d = mb - ma;
+  ma += d * (nb / n);
+  m2a += m2b + d * d * (na * nb / n);
+}
+
+struct Plan {
+  bool planes;
+  i64 A, C, B, W;
+  i64 R, nchunks, G;  // rows: chunk rows, chunks, groups
+  i64 S, nseg;        // planes: segment length, segments per plane
+
+  i64 group_begin(i64 g) const { return std::min(A, (g * nchunks / G) * R); }
+  i64 units() const { return A * C * nseg; }
+};
+
+template <class T>
+Plan make_plan(Shape3 s) {
+  Plan p{};
+  p.A = s.A;
+  p.C = s.C;
+  p.B = s.B;
+  p.W = s.C * s.B;
+  p.planes = s.B * static_cast<i64>(sizeof(T)) >= kPlaneMinBytes;
+  if (p.planes) {
+    p.S = kUnitBytes / static_cast<i64>(sizeof(T));
+    p.nseg = (s.B + p.S - 1) / p.S;
+  } else {
+    const i64 row_bytes = std::max<i64>(1, p.W * static_cast<i64>(sizeof(T)));
+    p.R = std::max<i64>(1, kUnitBytes / row_bytes);
+    p.nchunks = (s.A + p.R - 1) / p.R;
+    // Group partials (2 doubles per lane) stay under 1/8 of the input.
+    const i64 cap = std::max<i64>(1, s.A * static_cast<i64>(sizeof(T)) / 128);
+    p.G = std::max<i64>(1, std::min({p.nchunks, kMaxGroups, cap}));
+  }
+  return p;
+}
+
+template <class T>
+inline int threads(const Plan& p, int arrays) {
+  return threads_for(p.A * p.W * static_cast<i64>(sizeof(T)) * arrays);
+}
+
+// ---- statistics -------------------------------------------------------------------------
+
+// Moments of rows [r0, r1) per lane, merged chunk by chunk into gmean/gm2 (W doubles each).
+template <class T>
+void rows_moments(const T* x, const Plan& p, i64 r0, i64 r1, double* gmean, double* gm2) {
+  using V = Vec<T>;
+  const i64 W = p.W;
+  Scratch<T> acc(W), cm(W);
+  double ng = 0;
+  for (i64 c0 = r0; c0 < r1; c0 += p.R) {
+    const i64 c1 = std::min(c0 + p.R, r1);
+    const double n = static_cast<double>(c1 - c0);
+    std::fill(acc.data(), acc.data() + W, T(0));
+    for (i64 r = c0; r < c1; ++r) {
+      const T* xr = x + r * W;
+      for_lanes<T>(W, [&](i64 j, int k) { st(&acc[j], ld(&acc[j], k) + ld(xr + j, k), k); });
+    }
+    const V inv = V::set1(T(1) / static_cast<T>(c1 - c0));
+    for_lanes<T>(W, [&](i64 j, int k) {
+      st(&cm[j], ld(&acc[j], k) * inv, k);
+      st(&acc[j], V::zero(), k);
+    });
+    for (i64 r = c0; r < c1; ++r) {
+      const T* xr = x + r * W;
+      for_lanes<T>(W, [&](i64 j, int k) {
+        const V d = ld(xr + j, k) - ld(&cm[j], k);
+        st(&acc[j], fmadd(d, d, ld(&acc[j], k)), k);
+      });
+    }
+    if (ng == 0) {
+      for (i64 j = 0; j < W; ++j) {
+        gmean[j] = cm[j];
+        gm2[j] = acc[j];
+      }
+    } else {
+      for (i64 j = 0; j < W; ++j) chan_merge(ng, gmean[j], gm2[j], n, cm[j], acc[j]);
+    }
+    ng += n;
+  }
+}
+
+template <class T>
+inline T sum(const T* x, i64 n) {
+  using V = Vec<T>;
+  constexpr int N = V::N;
+  V a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+  i64 i = 0;
+  for (; i + 4 * N <= n; i += 4 * N) {
+    a0 = a0 + V::load(x + i);
+    a1 = a1 + V::load(x + i + N);
+    a2 = a2 + V::load(x + i + 2 * N);
+    a3 = a3 + V::load(x + i + 3 * N);
+  }
+  for (; i < n; i += N) a0 = a0 + ld(x + i, static_cast<int>(std::min<i64>(N, n - i)));
+  return reduce_add((a0 + a1) + (a2 + a3));
+}
+
+template <class T>
+inline T sum_sq_dev(const T* x, i64 n, T m) {
+  using V = Vec<T>;
+  constexpr int N = V::N;
+  const V vm = V::set1(m);
+  V a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+  i64 i = 0;
+  for (; i + 4 * N <= n; i += 4 * N) {
+    const V d0 = V::load(x + i) - vm, d1 = V::load(x + i + N) - vm;
+    const V d2 = V::load(x + i + 2 * N) - vm, d3 = V::load(x + i + 3 * N) - vm;
+    a0 = fmadd(d0, d0, a0);
+    a1 = fmadd(d1, d1, a1);
+    a2 = fmadd(d2, d2, a2);
+    a3 = fmadd(d3, d3, a3);
+  }
+  for (; i < n; i += N) {
+    // Masked-off lanes read the mean, so their deviation is 0.
+    const V d = V::load_partial(x + i, static_cast<int>(std::min<i64>(N, n - i)), vm) - vm;
+    a0 = fmadd(d, d, a0);
+  }
+  return reduce_add((a0 + a1) + (a2 + a3));
+}
+
+// Per-channel mean and biased variance (double) of x.
+template <class T>
+void moments(const T* x, const Plan& p, double* mean, double* var) {
+  const int nt = threads<T>(p, 1);
+  if (!p.planes) {
+    const i64 W = p.W;
+    Scratch<double> gmean(p.G * W), gm2(p.G * W);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (i64 g = 0; g < p.G; ++g) {
+      rows_moments(x, p, p.group_begin(g), p.group_begin(g + 1), &gmean[g * W], &gm2[g * W]);
+    }
+    for (i64 c = 0; c < p.C; ++c) {
+      double n = 0, m = 0, m2 = 0;
+      for (i64 g = 0; g < p.G; ++g) {
+        const double ng = static_cast<double>(p.group_begin(g + 1) - p.group_begin(g));
+        for (i64 b = 0; b < p.B; ++b) {
+          const i64 j = g * W + c * p.B + b;
+          if (n == 0) {
+            m = gmean[j];
+            m2 = gm2[j];
+          } else {
+            chan_merge(n, m, m2, ng, gmean[j], gm2[j]);
+          }
+          n += ng;
+        }
+      }
+      mean[c] = m;
+      var[c] = m2 / n;
+    }
+    return;
+  }
+  const i64 U = p.units();
+  Scratch<double> umean(U), um2(U);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (i64 u = 0; u < U; ++u) {
+    const i64 plane = u / p.nseg, k = u % p.nseg;
+    const i64 b0 = k * p.S, n = std::min(p.S, p.B - b0);
+    const T* seg = x + plane * p.B + b0;
+    const T m = sum(seg, n) / static_cast<T>(n);
+    umean[u] = m;
+    um2[u] = sum_sq_dev(seg, n, m);
+  }
+  for (i64 c = 0; c < p.C; ++c) {
+    double n = 0, m = 0, m2 = 0;
+    for (i64 a = 0; a < p.A; ++a) {
+      for (i64 k = 0; k < p.nseg; ++k) {
+        const i64 u = (a * p.C + c) * p.nseg + k;
+        const double nu = static_cast<double>(std::min(p.S, p.B - k * p.S));
+        if (n == 0) {
+          m = umean[u];
+          m2 = um2[u];
+        } else {
+          chan_merge(n, m, m2, nu, umean[u], um2[u]);
+        }
+        n += nu;
+      }
+    }
+    mean[c] = m;
+    var[c] = m2 / n;
+  }
+}
+
+// ---- normalize --------------------------------------------------------------------------
+
+// y = (x - mean[c]) * scale[c] + shift[c]; per-channel constants given in T.
+template <class T>
+void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, const T* shift) {
+  using V = Vec<T>;
+  const int nt = threads<T>(p, 2);
+  if (!p.planes) {
+    const i64 W = p.W;
+    Scratch<T> cm(W), cs(W), cb(W);
+    for (i64 c = 0; c < p.C; ++c) {
+      for (i64 b = 0; b < p.B; ++b) {
+        cm[c * p.B + b] = mean[c];
+        cs[c * p.B + b] = scale[c];
+        cb[c * p.B + b] = shift[c];
+      }
+    }
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (i64 r = 0; r < p.A; ++r) {
+      const T* xr = x + r * W;
+      T* yr = y + r * W;
+      for_lanes<T>(W, [&](i64 j, int k) {
+        st(yr + j, fmadd(ld(xr + j, k) - ld(&cm[j], k), ld(&cs[j], k), ld(&cb[j], k)), k);
+      });
+    }
+    return;
+  }
+  const i64 U = p.units();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (i64 u = 0; u < U; ++u) {
+    const i64 plane = u / p.nseg, k0 = u % p.nseg;
+    const i64 c = plane % p.C;
+    const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
+    const T* xs = x + plane * p.B + b0;
+    T* ys = y + plane * p.B + b0;
+    const V m = V::set1(mean[c]), s = V::set1(scale[c]), b = V::set1(shift[c]);
+    for_lanes<T>(n, [&](i64 j, int k) { st(ys + j, fmadd(ld(xs + j, k) - m, s, b), k); });
+  }
+}
+
+// Fills T constants for normalize from double mean/invstd and the optional affine parameters.
+template <class T>
+void affine_constants(const Plan& p, const double* mean, const double* invstd, const T* weight,
+                      const T* bias, T* cm, T* cs, T* cb) {
+  for (i64 c = 0; c < p.C; ++c) {
+    cm[c] = static_cast<T>(mean[c]);
+    cs[c] = static_cast<T>((weight ? static_cast<double>(weight[c]) : 1.0) * invstd[c]);
+    cb[c] = bias ? bias[c] : T(0);
+  }
+}
+
+template <class T>
+void fwd_train(const BnTrainArgs<T>& a) {
+  const Plan p = make_plan<T>(a.s);
+  const i64 C = p.C;
+  Scratch<double> mean(C), var(C), invstd(C);
+  moments(a.x, p, mean.data(), var.data());
+  const double M = static_cast<double>(p.A * p.B);
+  for (i64 c = 0; c < C; ++c) {
+    invstd[c] = 1.0 / std::sqrt(var[c] + a.eps);
+    a.save_mean[c] = static_cast<T>(mean[c]);
+    a.save_invstd[c] = static_cast<T>(invstd[c]);
+    const double m = a.momentum;
+    if (a.running_mean) {
+      a.running_mean[c] = static_cast<T>((1 - m) * a.running_mean[c] + m * mean[c]);
+    }
+    if (a.running_var) {
+      a.running_var[c] = static_cast<T>((1 - m) * a.running_var[c] + m * var[c] * M / (M - 1));
+    }
+  }
+  Scratch<T> cm(C), cs(C), cb(C);
+  affine_constants(p, mean.data(), invstd.data(), a.weight, a.bias, cm.data(), cs.data(), cb.data());
+  normalize(a.x, a.y, p, cm.data(), cs.data(), cb.data());
+}
+
+template <class T>
+void fwd_eval(const BnEvalArgs<T>& a) {
+  const Plan p = make_plan<T>(a.s);
+  const i64 C = p.C;
+  Scratch<double> mean(C), invstd(C);
+  for (i64 c = 0; c < C; ++c) {
+    mean[c] = a.running_mean[c];
+    invstd[c] = 1.0 / std::sqrt(static_cast<double>(a.running_var[c]) + a.eps);
+    a.save_mean[c] = a.running_mean[c];
+    a.save_invstd[c] = static_cast<T>(invstd[c]);
+  }
+  Scratch<T> cm(C), cs(C), cb(C);
+  affine_constants(p, mean.data(), invstd.data(), a.weight, a.bias, cm.data(), cs.data(), cb.data());
+  normalize(a.x, a.y, p, cm.data(), cs.data(), cb.data());
+}
+
+// ---- backward ---------------------------------------------------------------------------
+
+// Per-channel sum(dy) and sum(dy * (x - mean)) in double.
+template <class T>
+void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sdy, double* sdyx) {
+  using V = Vec<T>;
+  const int nt = threads<T>(p, 2);
+  if (!p.planes) {
+    const i64 W = p.W;
+    Scratch<T> cm(W);
+    for (i64 c = 0; c < p.C; ++c) {
+      for (i64 b = 0; b < p.B; ++b) cm[c * p.B + b] = mean[c];
+    }
+    Scratch<double> g1(p.G * W), g2(p.G * W);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (i64 g = 0; g < p.G; ++g) {
+      Scratch<T> a1(W), a2(W);
+      double* s1 = &g1[g * W];
+      double* s2 = &g2[g * W];
+      std::fill(s1, s1 + W, 0.0);
+      std::fill(s2, s2 + W, 0.0);
+      const i64 r1 = p.group_begin(g + 1);
+      for (i64 c0 = p.group_begin(g); c0 < r1; c0 += p.R) {
+        std::fill(a1.data(), a1.data() + W, T(0));
+        std::fill(a2.data(), a2.data() + W, T(0));
+        for (i64 r = c0; r < std::min(c0 + p.R, r1); ++r) {
+          const T* xr = x + r * W;
+          const T* dr = dy + r * W;
+          for_lanes<T>(W, [&](i64 j, int k) {
+            const V d = ld(dr + j, k);
+            st(&a1[j], ld(&a1[j], k) + d, k);
+            st(&a2[j], fmadd(d, ld(xr + j, k) - ld(&cm[j], k), ld(&a2[j], k)), k);
+          });
+        }
+        for (i64 j = 0; j < W; ++j) {
+          s1[j] += a1[j];
+          s2[j] += a2[j];
+        }
+      }
+    }
+    for (i64 c = 0; c < p.C; ++c) {
+      double t1 = 0, t2 = 0;
+      for (i64 g = 0; g < p.G; ++g) {
+        for (i64 b = 0; b < p.B; ++b) {
+          t1 += g1[g * W + c * p.B + b];
+          t2 += g2[g * W + c * p.B + b];
+        }
+      }
+      sdy[c] = t1;
+      sdyx[c] = t2;
+    }
+    return;
+  }
+  const i64 U = p.units();
+  Scratch<double> u1(U), u2(U);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (i64 u = 0; u < U; ++u) {
+    const i64 plane = u / p.nseg, k0 = u % p.nseg;
+    const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
+    const T* xs = x + plane * p.B + b0;
+    const T* ds = dy + plane * p.B + b0;
+    const V m = V::set1(mean[plane % p.C]);
+    V a0 = V::zero(), a1 = V::zero(), b0v = V::zero(), b1v = V::zero();
+    constexpr int N = V::N;
+    i64 i = 0;
+    for (; i + 2 * N <= n; i += 2 * N) {
+      const V d0 = V::load(ds + i), d1 = V::load(ds + i + N);
+      a0 = a0 + d0;
+      a1 = a1 + d1;
+      b0v = fmadd(d0, V::load(xs + i) - m, b0v);
+      b1v = fmadd(d1, V::load(xs + i + N) - m, b1v);
+    }
+    for (; i < n; i += N) {
+      const int k = static_cast<int>(std::min<i64>(N, n - i));
+      const V d = ld(ds + i, k);  // zero in masked-off lanes, so their products vanish
+      a0 = a0 + d;
+      b0v = fmadd(d, ld(xs + i, k) - m, b0v);
+    }
+    u1[u] = reduce_add(a0 + a1);
+    u2[u] = reduce_add(b0v + b1v);
+  }
+  for (i64 c = 0; c < p.C; ++c) {
+    double t1 = 0, t2 = 0;
+    for (i64 a = 0; a < p.A; ++a) {
+      for (i64 k = 0; k < p.nseg; ++k) {
+        t1 += u1[(a * p.C + c) * p.nseg + k];
+        t2 += u2[(a * p.C + c) * p.nseg + k];
+      }
+    }
+    sdy[c] = t1;
+    sdyx[c] = t2;
+  }
+}
+
+template <class T>
+void backward(const BnBackwardArgs<T>& a) {
+  const Plan p = make_plan<T>(a.s);
+  const i64 C = p.C;
+  Scratch<double> sdy(C), sdyx(C);
+  const bool need_sums = a.training || a.dweight || a.dbias;
+  if (need_sums) grad_sums(a.dy, a.x, p, a.mean, sdy.data(), sdyx.data());
+  for (i64 c = 0; c < C; ++c) {
+    if (a.dweight) a.dweight[c] = static_cast<T>(sdyx[c] * a.invstd[c]);
+    if (a.dbias) a.dbias[c] = static_cast<T>(sdy[c]);
+  }
+  if (!a.dx) return;
+  // dx = dy * k + (x - mean) * c1 + c0 per channel.
+  Scratch<T> k(C), c1(C), c0(C);
+  const double M = static_cast<double>(p.A * p.B);
+  for (i64 c = 0; c < C; ++c) {
+    const double is = a.invstd[c];
+    const double kc = (a.weight ? static_cast<double>(a.weight[c]) : 1.0) * is;
+    k[c] = static_cast<T>(kc);
+    c1[c] = a.training ? static_cast<T>(-kc * is * is * sdyx[c] / M) : T(0);
+    c0[c] = a.training ? static_cast<T>(-kc * sdy[c] / M) : T(0);
+  }
+  using V = Vec<T>;
+  const int nt = threads<T>(p, 3);
+  if (!p.planes) {
+    const i64 W = p.W;
+    Scratch<T> wm(W), wk(W), w1(W), w0(W);
+    for (i64 c = 0; c < C; ++c) {
+      for (i64 b = 0; b < p.B; ++b) {
+        wm[c * p.B + b] = a.mean[c];
+        wk[c * p.B + b] = k[c];
+        w1[c * p.B + b] = c1[c];
+        w0[c * p.B + b] = c0[c];
+      }
+    }
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (i64 r = 0; r < p.A; ++r) {
+      const T* xr = a.x + r * W;
+      const T* dr = a.dy + r * W;
+      T* out = a.dx + r * W;
+      for_lanes<T>(W, [&](i64 j, int n) {
+        const V t = fmadd(ld(dr + j, n), ld(&wk[j], n), ld(&w0[j], n));
+        st(out + j, fmadd(ld(xr + j, n) - ld(&wm[j], n), ld(&w1[j], n), t), n);
+      });
+    }
+    return;
+  }
+  const i64 U = p.units();
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (i64 u = 0; u < U; ++u) {
+    const i64 plane = u / p.nseg, k0 = u % p.nseg;
+    const i64 c = plane % C;
+    const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
+    const i64 off = plane * p.B + b0;
+    const V m = V::set1(a.mean[c]), vk = V::set1(k[c]), v1 = V::set1(c1[c]), v0 = V::set1(c0[c]);
+    for_lanes<T>(n, [&](i64 j, int w) {
+      const V t = fmadd(ld(a.dy + off + j, w), vk, v0);
+      st(a.dx + off + j, fmadd(ld(a.x + off + j, w) - m, v1, t), w);
+    });
+  }
+}
+
+}  // namespace
+
+BatchNormKernels batchnorm_kernels() {
+  return {{&fwd_train<float>, &fwd_eval<float>, &backward<float>},
+          {&fwd_train<double>, &fwd_eval<double>, &backward<double>}};
+}
+
+}  // namespace BNFAST_NS
+}  // namespace bnfast

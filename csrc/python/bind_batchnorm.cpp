@@ -1,0 +1,214 @@
+// Bindings of the batch-norm kernels: checks, output allocation, GIL release, one table call.
+#include "bnfast/batchnorm.h"
+#include "common.h"
+
+namespace bnfast {
+
+BNFAST_DEFINE_KERNELS_ACTIVE(BatchNormKernels, batchnorm_kernels)
+
+namespace bind {
+namespace {
+
+template <class T>
+const BatchNormFns<T>& fns() {
+  if constexpr (std::is_same<T, float>::value) {
+    return batchnorm_kernels_active().f32;
+  } else {
+    return batchnorm_kernels_active().f64;
+  }
+}
+
+Shape3 view3(const py::array& x, int axis, const char* name) {
+  if (x.ndim() < 1) throw py::value_error(std::string(name) + " must have at least 1 dimension");
+  const int ax = normalize_axis(axis, x.ndim(), name);
+  Shape3 s{1, x.shape(ax), 1};
+  for (int i = 0; i < ax; ++i) s.A *= x.shape(i);
+  for (py::ssize_t i = ax + 1; i < x.ndim(); ++i) s.B *= x.shape(i);
+  return s;
+}
+
+// A per-channel vector of length C (or nullptr for None), read-only or writable.
+template <class T>
+const T* channel_in(const py::object& obj, i64 C, const char* name) {
+  if (is_none(obj)) return nullptr;
+  py::array a = as_array(obj, name);
+  check_shape(a, {C}, name);
+  return in_ptr<T>(a, name);
+}
+
+template <class T>
+T* channel_out(const py::object& obj, i64 C, const char* name, const py::array& x) {
+  if (is_none(obj)) return nullptr;
+  py::array a = as_array(obj, name);
+  check_shape(a, {C}, name);
+  T* p = out_ptr<T>(a, name);
+  check_no_overlap(a, name, x, "x", false);
+  return p;
+}
+
+// `out` if given (checked against x's shape and dtype), else a new array.
+template <class T>
+py::array output_like(const py::object& out, const py::array& like, const char* name) {
+  if (is_none(out)) return empty<T>(shape_of(like));
+  py::array a = as_array(out, name);
+  check_shape(a, shape_of(like), name);
+  out_ptr<T>(a, name);
+  return a;
+}
+
+template <class T>
+py::tuple fwd_train(const py::array& x, int axis, const py::object& weight, const py::object& bias,
+                    const py::object& running_mean, const py::object& running_var,
+                    double momentum, double eps, const py::object& out) {
+  BnTrainArgs<T> a{};
+  a.s = view3(x, axis, "x");
+  a.x = in_ptr<T>(x, "x");
+  if (a.s.A * a.s.B <= 1) {
+    throw py::value_error("expected more than 1 value per channel when training, got input of shape " +
+                          shape_str(shape_of(x)));
+  }
+  check_finite(momentum, "momentum");
+  check_finite(eps, "eps");
+  if (eps < 0) throw py::value_error("eps must be >= 0");
+  const i64 C = a.s.C;
+  a.weight = channel_in<T>(weight, C, "weight");
+  a.bias = channel_in<T>(bias, C, "bias");
+  a.running_mean = channel_out<T>(running_mean, C, "running_mean", x);
+  a.running_var = channel_out<T>(running_var, C, "running_var", x);
+  if (a.running_mean && a.running_var && a.running_mean == a.running_var) {
+    throw py::value_error("running_mean and running_var must be different arrays");
+  }
+  a.momentum = momentum;
+  a.eps = eps;
+  py::array y = output_like<T>(out, x, "out");
+  check_no_overlap(y, "out", x, "x", true);
+  for (const py::object* o : {&weight, &bias, &running_mean, &running_var}) {
+    if (!is_none(*o)) check_no_overlap(y, "out", as_array(*o, "parameter"), "a parameter", false);
+  }
+  a.y = static_cast<T*>(y.mutable_data());
+  py::array_t<T> save_mean(C), save_invstd(C);
+  a.save_mean = save_mean.mutable_data();
+  a.save_invstd = save_invstd.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    fns<T>().fwd_train(a);
+  }
+  return py::make_tuple(y, save_mean, save_invstd);
+}
+
+template <class T>
+py::tuple fwd_eval(const py::array& x, int axis, const py::object& weight, const py::object& bias,
+                   const py::object& running_mean, const py::object& running_var, double eps,
+                   const py::object& out) {
+  BnEvalArgs<T> a{};
+  a.s = view3(x, axis, "x");
+  a.x = in_ptr<T>(x, "x");
+  check_finite(eps, "eps");
+  if (eps < 0) throw py::value_error("eps must be >= 0");
+  const i64 C = a.s.C;
+  a.weight = channel_in<T>(weight, C, "weight");
+  a.bias = channel_in<T>(bias, C, "bias");
+  a.running_mean = channel_in<T>(running_mean, C, "running_mean");
+  a.running_var = channel_in<T>(running_var, C, "running_var");
+  if (!a.running_mean || !a.running_var) {
+    throw py::value_error("running_mean and running_var are required in evaluation mode");
+  }
+  a.eps = eps;
+  py::array y = output_like<T>(out, x, "out");
+  check_no_overlap(y, "out", x, "x", true);
+  for (const py::object* o : {&weight, &bias, &running_mean, &running_var}) {
+    if (!is_none(*o)) check_no_overlap(y, "out", as_array(*o, "parameter"), "a parameter", false);
+  }
+  a.y = static_cast<T*>(y.mutable_data());
+  py::array_t<T> save_mean(C), save_invstd(C);
+  a.save_mean = save_mean.mutable_data();
+  a.save_invstd = save_invstd.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    fns<T>().fwd_eval(a);
+  }
+  return py::make_tuple(y, save_mean, save_invstd);
+}
+
+template <class T>
+py::tuple backward(const py::array& dy, const py::array& x, int axis, const py::object& mean,
+                   const py::object& invstd, const py::object& weight, bool training,
+                   const py::object& out) {
+  BnBackwardArgs<T> a{};
+  a.s = view3(x, axis, "x");
+  a.x = in_ptr<T>(x, "x");
+  check_shape(dy, shape_of(x), "dy");
+  a.dy = in_ptr<T>(dy, "dy");
+  const i64 C = a.s.C;
+  a.mean = channel_in<T>(mean, C, "mean");
+  a.invstd = channel_in<T>(invstd, C, "invstd");
+  if (!a.mean || !a.invstd) throw py::value_error("mean and invstd are required");
+  a.weight = channel_in<T>(weight, C, "weight");
+  a.training = training;
+  if (training && a.s.A * a.s.B <= 1) {
+    throw py::value_error("expected more than 1 value per channel when training, got input of shape " +
+                          shape_str(shape_of(x)));
+  }
+  py::array dx = output_like<T>(out, x, "out");
+  check_no_overlap(dx, "out", x, "x", true);
+  check_no_overlap(dx, "out", dy, "dy", true);
+  for (const py::object* o : {&mean, &invstd, &weight}) {
+    if (!is_none(*o)) check_no_overlap(dx, "out", as_array(*o, "parameter"), "a parameter", false);
+  }
+  a.dx = static_cast<T*>(dx.mutable_data());
+  py::array_t<T> dweight(C), dbias(C);
+  a.dweight = dweight.mutable_data();
+  a.dbias = dbias.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    fns<T>().backward(a);
+  }
+  return py::make_tuple(dx, dweight, dbias);
+}
+
+}  // namespace
+
+void bind_batchnorm(py::module_& m) {
+  using py::arg;
+  m.def(
+      "batchnorm_fwd_train",
+      [](py::object x_, int axis, py::object weight, py::object bias, py::object running_mean,
+         py::object running_var, double momentum, double eps, py::object out) {
+        py::array x = as_array(x_, "x");
+        return float_dtype(x, "x") == Dtype::f32
+                   ? fwd_train<float>(x, axis, weight, bias, running_mean, running_var, momentum,
+                                      eps, out)
+                   : fwd_train<double>(x, axis, weight, bias, running_mean, running_var, momentum,
+                                       eps, out);
+      },
+      arg("x"), arg("axis"), arg("weight").none(true), arg("bias").none(true),
+      arg("running_mean").none(true), arg("running_var").none(true), arg("momentum"), arg("eps"),
+      arg("out").none(true));
+  m.def(
+      "batchnorm_fwd_eval",
+      [](py::object x_, int axis, py::object weight, py::object bias, py::object running_mean,
+         py::object running_var, double eps, py::object out) {
+        py::array x = as_array(x_, "x");
+        return float_dtype(x, "x") == Dtype::f32
+                   ? fwd_eval<float>(x, axis, weight, bias, running_mean, running_var, eps, out)
+                   : fwd_eval<double>(x, axis, weight, bias, running_mean, running_var, eps, out);
+      },
+      arg("x"), arg("axis"), arg("weight").none(true), arg("bias").none(true),
+      arg("running_mean").none(true), arg("running_var").none(true), arg("eps"),
+      arg("out").none(true));
+  m.def(
+      "batchnorm_backward",
+      [](py::object dy_, py::object x_, int axis, py::object mean, py::object invstd,
+         py::object weight, bool training, py::object out) {
+        py::array x = as_array(x_, "x");
+        py::array dy = as_array(dy_, "dy");
+        return float_dtype(x, "x") == Dtype::f32
+                   ? backward<float>(dy, x, axis, mean, invstd, weight, training, out)
+                   : backward<double>(dy, x, axis, mean, invstd, weight, training, out);
+      },
+      arg("dy"), arg("x"), arg("axis"), arg("mean").none(true), arg("invstd").none(true),
+      arg("weight").none(true), arg("training"), arg("out").none(true));
+}
+
+}  // namespace bind
+}  // namespace bnfast

@@ -1,0 +1,151 @@
+// Argument checking shared by the bindings. Every array a kernel touches is checked here
+// (type, dtype, C-contiguity, shape, writability, overlap) before the GIL is released; each
+// failure is a Python exception that names the argument.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace bnfast {
+namespace bind {
+
+namespace py = pybind11;
+using i64 = std::int64_t;
+
+inline std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// The argument as an ndarray, or TypeError (the Python layer converts array-likes first).
+inline py::array as_array(const py::handle& obj, const char* name) {
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " +
+                         py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+  }
+  return py::reinterpret_borrow<py::array>(obj);
+}
+
+inline bool is_none(const py::handle& obj) { return obj.is_none(); }
+
+enum class Dtype { f32, f64 };
+
+// float32 or float64, else TypeError.
+inline Dtype float_dtype(const py::array& a, const char* name) {
+  if (a.dtype().is(py::dtype::of<float>())) return Dtype::f32;
+  if (a.dtype().is(py::dtype::of<double>())) return Dtype::f64;
+  const char kind = a.dtype().kind();
+  if (kind == 'f' && a.itemsize() == 4) return Dtype::f32;
+  if (kind == 'f' && a.itemsize() == 8) return Dtype::f64;
+  throw py::type_error(std::string(name) + " must be float32 or float64, got " + dtype_name(a));
+}
+
+template <class T>
+inline const char* type_name() {
+  return std::is_same<T, float>::value ? "float32" : "float64";
+}
+
+inline bool native_byteorder(const py::array& a) {
+  const char bo = a.dtype().byteorder();
+  return bo == '=' || bo == '|' ||
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+         bo == '>';
+#else
+         bo == '<';
+#endif
+}
+
+// Checks dtype T, native byte order, C-contiguity and (if asked) writability.
+template <class T>
+inline void check_buffer(const py::array& a, const char* name, bool writable) {
+  const char kind = a.dtype().kind();
+  if (kind != 'f' || a.itemsize() != static_cast<py::ssize_t>(sizeof(T)) || !native_byteorder(a)) {
+    throw py::type_error(std::string(name) + " must be " + type_name<T>() + ", got " +
+                         dtype_name(a));
+  }
+  if (!(a.flags() & py::array::c_style)) {
+    throw py::value_error(std::string(name) + " must be C-contiguous");
+  }
+  if (writable && !a.writeable()) {
+    throw py::value_error(std::string(name) + " is read-only");
+  }
+}
+
+template <class T>
+inline const T* in_ptr(const py::array& a, const char* name) {
+  check_buffer<T>(a, name, false);
+  return static_cast<const T*>(a.data());
+}
+
+template <class T>
+inline T* out_ptr(py::array& a, const char* name) {
+  check_buffer<T>(a, name, true);
+  return static_cast<T*>(a.mutable_data());
+}
+
+inline std::string shape_str(const std::vector<i64>& s) {
+  std::string r = "(";
+  for (size_t i = 0; i < s.size(); ++i) {
+    r += std::to_string(s[i]);
+    if (s.size() == 1 || i + 1 < s.size()) r += s.size() == 1 ? "," : ", ";
+  }
+  return r + ")";
+}
+
+inline std::vector<i64> shape_of(const py::array& a) {
+  std::vector<i64> s(a.ndim());
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s[i] = a.shape(i);
+  return s;
+}
+
+inline void check_shape(const py::array& a, const std::vector<i64>& shape, const char* name) {
+  if (shape_of(a) != shape) {
+    throw py::value_error(std::string(name) + " must have shape " + shape_str(shape) + ", got " +
+                          shape_str(shape_of(a)));
+  }
+}
+
+// Byte ranges of two arrays intersect.
+inline bool overlaps(const py::array& a, const py::array& b) {
+  const char* pa = static_cast<const char*>(a.data());
+  const char* pb = static_cast<const char*>(b.data());
+  const i64 na = a.nbytes(), nb = b.nbytes();
+  return na > 0 && nb > 0 && pa < pb + nb && pb < pa + na;
+}
+
+// `out` must not overlap `in`, except being exactly the same memory when `exact_ok`
+// (elementwise outputs written after their inputs are read at the same index).
+inline void check_no_overlap(const py::array& out, const char* out_name, const py::array& in,
+                             const char* in_name, bool exact_ok) {
+  if (!overlaps(out, in)) return;
+  if (exact_ok && out.data() == in.data() && out.nbytes() == in.nbytes()) return;
+  throw py::value_error(std::string(out_name) + " overlaps " + in_name +
+                        (exact_ok ? " (only exact in-place use is allowed)" : ""));
+}
+
+// A new C-contiguous array of T with the given shape.
+template <class T>
+inline py::array_t<T> empty(const std::vector<i64>& shape) {
+  return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+}
+
+// Normalises axis to [0, ndim), else ValueError.
+inline int normalize_axis(int axis, i64 ndim, const char* array_name) {
+  if (axis < -ndim || axis >= ndim) {
+    throw py::value_error("axis " + std::to_string(axis) + " is out of bounds for " + array_name +
+                          " of dimension " + std::to_string(ndim));
+  }
+  return axis < 0 ? static_cast<int>(axis + ndim) : axis;
+}
+
+inline void check_finite(double v, const char* name) {
+  if (!(v - v == 0)) throw py::value_error(std::string(name) + " must be finite");
+}
+
+// Registration of each kernel family's bindings (one file each).
+void bind_batchnorm(py::module_& m);
+
+}  // namespace bind
+}  // namespace bnfast
