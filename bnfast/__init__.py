@@ -6,6 +6,7 @@ and a thin Python layer over them.
 """
 
 from bnfast import _core
+from bnfast._config import _apply_environment as _apply_environment
 from bnfast._config import (
     active_isa,
     available_isas,
@@ -14,7 +15,6 @@ from bnfast._config import (
     show_config,
     use_isa,
 )
-from bnfast._config import _apply_environment as _apply_environment
 from bnfast.functional import BatchNormOutput, batch_norm, batch_norm_backward
 
 __version__: str = _core.__version__

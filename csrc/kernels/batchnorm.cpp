@@ -310,7 +310,8 @@ void fwd_train(const BnTrainArgs<T>& a) {
     }
   }
   Scratch<T> cm(C), cs(C), cb(C);
-  affine_constants(p, mean.data(), invstd.data(), a.weight, a.bias, cm.data(), cs.data(), cb.data());
+  affine_constants(p, mean.data(), invstd.data(), a.weight, a.bias, cm.data(), cs.data(),
+                   cb.data());
   normalize(a.x, a.y, p, cm.data(), cs.data(), cb.data());
 }
 
@@ -326,7 +327,8 @@ void fwd_eval(const BnEvalArgs<T>& a) {
     a.save_invstd[c] = static_cast<T>(invstd[c]);
   }
   Scratch<T> cm(C), cs(C), cb(C);
-  affine_constants(p, mean.data(), invstd.data(), a.weight, a.bias, cm.data(), cs.data(), cb.data());
+  affine_constants(p, mean.data(), invstd.data(), a.weight, a.bias, cm.data(), cs.data(),
+                   cb.data());
   normalize(a.x, a.y, p, cm.data(), cs.data(), cb.data());
 }
 

@@ -58,14 +58,15 @@ py::array output_like(const py::object& out, const py::array& like, const char* 
 
 template <class T>
 py::tuple fwd_train(const py::array& x, int axis, const py::object& weight, const py::object& bias,
-                    const py::object& running_mean, const py::object& running_var,
-                    double momentum, double eps, const py::object& out) {
+                    const py::object& running_mean, const py::object& running_var, double momentum,
+                    double eps, const py::object& out) {
   BnTrainArgs<T> a{};
   a.s = view3(x, axis, "x");
   a.x = in_ptr<T>(x, "x");
   if (a.s.A * a.s.B <= 1) {
-    throw py::value_error("expected more than 1 value per channel when training, got input of shape " +
-                          shape_str(shape_of(x)));
+    throw py::value_error(
+        "expected more than 1 value per channel when training, got input of shape " +
+        shape_str(shape_of(x)));
   }
   check_finite(momentum, "momentum");
   check_finite(eps, "eps");
@@ -146,8 +147,9 @@ py::tuple backward(const py::array& dy, const py::array& x, int axis, const py::
   a.weight = channel_in<T>(weight, C, "weight");
   a.training = training;
   if (training && a.s.A * a.s.B <= 1) {
-    throw py::value_error("expected more than 1 value per channel when training, got input of shape " +
-                          shape_str(shape_of(x)));
+    throw py::value_error(
+        "expected more than 1 value per channel when training, got input of shape " +
+        shape_str(shape_of(x)));
   }
   py::array dx = output_like<T>(out, x, "out");
   check_no_overlap(dx, "out", x, "x", true);

@@ -65,9 +65,9 @@ PYBIND11_MODULE(_core, m) {
       [](const std::string& name) {
         const Isa isa = isa_from_name(name);
         if (!isa_supported(isa)) {
-          throw std::runtime_error("ISA '" + name + "' is " +
-                                   (isa_compiled(isa) ? "not supported by this CPU"
-                                                      : "not compiled into this build"));
+          throw std::runtime_error(
+              "ISA '" + name + "' is " +
+              (isa_compiled(isa) ? "not supported by this CPU" : "not compiled into this build"));
         }
         set_active_isa(isa);
       },

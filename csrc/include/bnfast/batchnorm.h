@@ -48,8 +48,8 @@ struct BnEvalArgs {
 
 // Backward from the statistics used in the forward (batch statistics when training, running
 // statistics otherwise): dweight = sum(dy * (x - mean)) * invstd, dbias = sum(dy), and
-//   training: dx = weight * invstd * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean)))
-//   eval:     dx = weight * invstd * dy
+//   training: dx = weight * invstd * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x -
+//   mean))) eval:     dx = weight * invstd * dy
 template <class T>
 struct BnBackwardArgs {
   const T* dy;

@@ -39,38 +39,40 @@ void aligned_free(void* p);
 }  // namespace bnfast
 
 // Declares `Table name()` in every per-ISA namespace and an accessor for the active one.
-#define BNFAST_DECLARE_KERNELS(Table, name)    \
-  namespace scalar {                           \
-  Table name();                                \
-  }                                            \
-  namespace avx2 {                             \
-  Table name();                                \
-  }                                            \
-  namespace avx512 {                           \
-  Table name();                                \
-  }                                            \
-  const Table& name##_of(::bnfast::Isa isa);  \
+#define BNFAST_DECLARE_KERNELS(Table, name)  \
+  namespace scalar {                         \
+  Table name();                              \
+  }                                          \
+  namespace avx2 {                           \
+  Table name();                              \
+  }                                          \
+  namespace avx512 {                         \
+  Table name();                              \
+  }                                          \
+  const Table& name##_of(::bnfast::Isa isa); \
   const Table& name##_active();
 
 #ifdef BNFAST_HAVE_AVX2
 #define BNFAST_IF_AVX2(x) x
 #else
 #define BNFAST_IF_AVX2(x) \
-  {}
+  {                       \
+  }
 #endif
 #ifdef BNFAST_HAVE_AVX512
 #define BNFAST_IF_AVX512(x) x
 #else
 #define BNFAST_IF_AVX512(x) \
-  {}
+  {                         \
+  }
 #endif
 
 // Defines the accessors declared by BNFAST_DECLARE_KERNELS, in one baseline translation unit.
 // Tables of ISAs that are not compiled stay empty; set_active_isa never selects them.
-#define BNFAST_DEFINE_KERNELS_ACTIVE(Table, name)                                        \
-  const Table& name##_of(::bnfast::Isa isa) {                                            \
-    static const Table tables[::bnfast::kNumIsas] = {                                    \
-        scalar::name(), BNFAST_IF_AVX2(avx2::name()), BNFAST_IF_AVX512(avx512::name())}; \
-    return tables[static_cast<int>(isa)];                                                \
-  }                                                                                      \
+#define BNFAST_DEFINE_KERNELS_ACTIVE(Table, name)                                                  \
+  const Table& name##_of(::bnfast::Isa isa) {                                                      \
+    static const Table tables[::bnfast::kNumIsas] = {scalar::name(), BNFAST_IF_AVX2(avx2::name()), \
+                                                     BNFAST_IF_AVX512(avx512::name())};            \
+    return tables[static_cast<int>(isa)];                                                          \
+  }                                                                                                \
   const Table& name##_active() { return name##_of(::bnfast::active_isa()); }

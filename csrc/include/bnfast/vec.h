@@ -51,43 +51,79 @@ struct Vec {
   }
 };
 template <class T>
-inline Vec<T> operator+(Vec<T> a, Vec<T> b) { return {a.v + b.v}; }
+inline Vec<T> operator+(Vec<T> a, Vec<T> b) {
+  return {a.v + b.v};
+}
 template <class T>
-inline Vec<T> operator-(Vec<T> a, Vec<T> b) { return {a.v - b.v}; }
+inline Vec<T> operator-(Vec<T> a, Vec<T> b) {
+  return {a.v - b.v};
+}
 template <class T>
-inline Vec<T> operator*(Vec<T> a, Vec<T> b) { return {a.v * b.v}; }
+inline Vec<T> operator*(Vec<T> a, Vec<T> b) {
+  return {a.v * b.v};
+}
 template <class T>
-inline Vec<T> operator/(Vec<T> a, Vec<T> b) { return {a.v / b.v}; }
+inline Vec<T> operator/(Vec<T> a, Vec<T> b) {
+  return {a.v / b.v};
+}
 // Baseline x86-64 has no FMA instruction; std::fma would be a slow library call.
 template <class T>
-inline Vec<T> fmadd(Vec<T> a, Vec<T> b, Vec<T> c) { return {a.v * b.v + c.v}; }
+inline Vec<T> fmadd(Vec<T> a, Vec<T> b, Vec<T> c) {
+  return {a.v * b.v + c.v};
+}
 template <class T>
-inline Vec<T> fnmadd(Vec<T> a, Vec<T> b, Vec<T> c) { return {c.v - a.v * b.v}; }
+inline Vec<T> fnmadd(Vec<T> a, Vec<T> b, Vec<T> c) {
+  return {c.v - a.v * b.v};
+}
 template <class T>
-inline Vec<T> sqrt(Vec<T> a) { return {std::sqrt(a.v)}; }
+inline Vec<T> sqrt(Vec<T> a) {
+  return {std::sqrt(a.v)};
+}
 // min/max return b when either is NaN (like the x86 instructions), so kernels behave alike.
 template <class T>
-inline Vec<T> min(Vec<T> a, Vec<T> b) { return {a.v < b.v ? a.v : b.v}; }
+inline Vec<T> min(Vec<T> a, Vec<T> b) {
+  return {a.v < b.v ? a.v : b.v};
+}
 template <class T>
-inline Vec<T> max(Vec<T> a, Vec<T> b) { return {a.v > b.v ? a.v : b.v}; }
+inline Vec<T> max(Vec<T> a, Vec<T> b) {
+  return {a.v > b.v ? a.v : b.v};
+}
 template <class T>
-inline Vec<T> abs(Vec<T> a) { return {std::fabs(a.v)}; }
+inline Vec<T> abs(Vec<T> a) {
+  return {std::fabs(a.v)};
+}
 template <class T>
-inline bool cmp_lt(Vec<T> a, Vec<T> b) { return a.v < b.v; }
+inline bool cmp_lt(Vec<T> a, Vec<T> b) {
+  return a.v < b.v;
+}
 template <class T>
-inline bool cmp_le(Vec<T> a, Vec<T> b) { return a.v <= b.v; }
+inline bool cmp_le(Vec<T> a, Vec<T> b) {
+  return a.v <= b.v;
+}
 template <class T>
-inline bool cmp_eq(Vec<T> a, Vec<T> b) { return a.v == b.v; }
+inline bool cmp_eq(Vec<T> a, Vec<T> b) {
+  return a.v == b.v;
+}
 template <class T>
-inline bool is_nan(Vec<T> a) { return a.v != a.v; }
+inline bool is_nan(Vec<T> a) {
+  return a.v != a.v;
+}
 template <class T>
-inline Vec<T> select(bool m, Vec<T> a, Vec<T> b) { return m ? a : b; }
+inline Vec<T> select(bool m, Vec<T> a, Vec<T> b) {
+  return m ? a : b;
+}
 template <class T>
-inline T reduce_add(Vec<T> a) { return a.v; }
+inline T reduce_add(Vec<T> a) {
+  return a.v;
+}
 template <class T>
-inline T reduce_max(Vec<T> a) { return a.v; }
+inline T reduce_max(Vec<T> a) {
+  return a.v;
+}
 template <class T>
-inline T reduce_min(Vec<T> a) { return a.v; }
+inline T reduce_min(Vec<T> a) {
+  return a.v;
+}
 
 #elif defined(BNFAST_TARGET_AVX2)
 
@@ -138,10 +174,10 @@ struct Vec<double> {
 };
 
 #define BNFAST_VEC_OPS(T, S)                                                                      \
-  inline Vec<T> operator+(Vec<T> a, Vec<T> b) { return {_mm256_add_##S(a.v, b.v)}; }             \
-  inline Vec<T> operator-(Vec<T> a, Vec<T> b) { return {_mm256_sub_##S(a.v, b.v)}; }             \
-  inline Vec<T> operator*(Vec<T> a, Vec<T> b) { return {_mm256_mul_##S(a.v, b.v)}; }             \
-  inline Vec<T> operator/(Vec<T> a, Vec<T> b) { return {_mm256_div_##S(a.v, b.v)}; }             \
+  inline Vec<T> operator+(Vec<T> a, Vec<T> b) { return {_mm256_add_##S(a.v, b.v)}; }              \
+  inline Vec<T> operator-(Vec<T> a, Vec<T> b) { return {_mm256_sub_##S(a.v, b.v)}; }              \
+  inline Vec<T> operator*(Vec<T> a, Vec<T> b) { return {_mm256_mul_##S(a.v, b.v)}; }              \
+  inline Vec<T> operator/(Vec<T> a, Vec<T> b) { return {_mm256_div_##S(a.v, b.v)}; }              \
   inline Vec<T> fmadd(Vec<T> a, Vec<T> b, Vec<T> c) { return {_mm256_fmadd_##S(a.v, b.v, c.v)}; } \
   inline Vec<T> fnmadd(Vec<T> a, Vec<T> b, Vec<T> c) {                                            \
     return {_mm256_fnmadd_##S(a.v, b.v, c.v)};                                                    \
@@ -149,12 +185,14 @@ struct Vec<double> {
   inline Vec<T> sqrt(Vec<T> a) { return {_mm256_sqrt_##S(a.v)}; }                                 \
   inline Vec<T> min(Vec<T> a, Vec<T> b) { return {_mm256_min_##S(a.v, b.v)}; }                    \
   inline Vec<T> max(Vec<T> a, Vec<T> b) { return {_mm256_max_##S(a.v, b.v)}; }                    \
-  inline Vec<T> abs(Vec<T> a) { return {_mm256_andnot_##S(_mm256_set1_##S(T(-0.0)), a.v)}; }     \
+  inline Vec<T> abs(Vec<T> a) { return {_mm256_andnot_##S(_mm256_set1_##S(T(-0.0)), a.v)}; }      \
   inline Vec<T>::Mask cmp_lt(Vec<T> a, Vec<T> b) { return _mm256_cmp_##S(a.v, b.v, _CMP_LT_OQ); } \
   inline Vec<T>::Mask cmp_le(Vec<T> a, Vec<T> b) { return _mm256_cmp_##S(a.v, b.v, _CMP_LE_OQ); } \
   inline Vec<T>::Mask cmp_eq(Vec<T> a, Vec<T> b) { return _mm256_cmp_##S(a.v, b.v, _CMP_EQ_OQ); } \
   inline Vec<T>::Mask is_nan(Vec<T> a) { return _mm256_cmp_##S(a.v, a.v, _CMP_UNORD_Q); }         \
-  inline Vec<T> select(Vec<T>::Mask m, Vec<T> a, Vec<T> b) { return {_mm256_blendv_##S(b.v, a.v, m)}; }
+  inline Vec<T> select(Vec<T>::Mask m, Vec<T> a, Vec<T> b) {                                      \
+    return {_mm256_blendv_##S(b.v, a.v, m)};                                                      \
+  }
 BNFAST_VEC_OPS(float, ps)
 BNFAST_VEC_OPS(double, pd)
 #undef BNFAST_VEC_OPS
@@ -199,7 +237,9 @@ struct Vec<float> {
   __m512 v;
   static Mask tail_mask(int n) { return static_cast<Mask>((1u << n) - 1u); }
   static Vec load(const float* p) { return {_mm512_loadu_ps(p)}; }
-  static Vec load_partial(const float* p, int n) { return {_mm512_maskz_loadu_ps(tail_mask(n), p)}; }
+  static Vec load_partial(const float* p, int n) {
+    return {_mm512_maskz_loadu_ps(tail_mask(n), p)};
+  }
   static Vec load_partial(const float* p, int n, Vec fill) {
     return {_mm512_mask_loadu_ps(fill.v, tail_mask(n), p)};
   }
@@ -215,7 +255,9 @@ struct Vec<double> {
   __m512d v;
   static Mask tail_mask(int n) { return static_cast<Mask>((1u << n) - 1u); }
   static Vec load(const double* p) { return {_mm512_loadu_pd(p)}; }
-  static Vec load_partial(const double* p, int n) { return {_mm512_maskz_loadu_pd(tail_mask(n), p)}; }
+  static Vec load_partial(const double* p, int n) {
+    return {_mm512_maskz_loadu_pd(tail_mask(n), p)};
+  }
   static Vec load_partial(const double* p, int n, Vec fill) {
     return {_mm512_mask_loadu_pd(fill.v, tail_mask(n), p)};
   }
@@ -226,10 +268,10 @@ struct Vec<double> {
 };
 
 #define BNFAST_VEC_OPS(T, S)                                                                      \
-  inline Vec<T> operator+(Vec<T> a, Vec<T> b) { return {_mm512_add_##S(a.v, b.v)}; }             \
-  inline Vec<T> operator-(Vec<T> a, Vec<T> b) { return {_mm512_sub_##S(a.v, b.v)}; }             \
-  inline Vec<T> operator*(Vec<T> a, Vec<T> b) { return {_mm512_mul_##S(a.v, b.v)}; }             \
-  inline Vec<T> operator/(Vec<T> a, Vec<T> b) { return {_mm512_div_##S(a.v, b.v)}; }             \
+  inline Vec<T> operator+(Vec<T> a, Vec<T> b) { return {_mm512_add_##S(a.v, b.v)}; }              \
+  inline Vec<T> operator-(Vec<T> a, Vec<T> b) { return {_mm512_sub_##S(a.v, b.v)}; }              \
+  inline Vec<T> operator*(Vec<T> a, Vec<T> b) { return {_mm512_mul_##S(a.v, b.v)}; }              \
+  inline Vec<T> operator/(Vec<T> a, Vec<T> b) { return {_mm512_div_##S(a.v, b.v)}; }              \
   inline Vec<T> fmadd(Vec<T> a, Vec<T> b, Vec<T> c) { return {_mm512_fmadd_##S(a.v, b.v, c.v)}; } \
   inline Vec<T> fnmadd(Vec<T> a, Vec<T> b, Vec<T> c) {                                            \
     return {_mm512_fnmadd_##S(a.v, b.v, c.v)};                                                    \

@@ -1,0 +1,65 @@
+"""The layer protocol shared by every layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Module"]
+
+
+class Module:
+    """Base class: training flag, parameter/gradient lists and state dicts."""
+
+    training: bool = True
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    def train(self, mode: bool = True) -> Module:
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def parameters(self) -> list[np.ndarray]:
+        """Trainable arrays, updated in place by optimizers."""
+        return []
+
+    def gradients(self) -> list[np.ndarray]:
+        """Gradient arrays matching :meth:`parameters` one to one."""
+        return []
+
+    def zero_grad(self) -> None:
+        for g in self.gradients():
+            g.fill(0)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise KeyError(f"state_dict mismatch: missing {missing}, unexpected {unexpected}")
+        for key, dst in own.items():
+            src = np.asarray(state[key])
+            if src.shape != dst.shape:
+                raise ValueError(f"{key}: expected shape {dst.shape}, got {src.shape}")
+            dst[...] = src
+
+
+def _buffer(buf: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+    """``buf`` if it fits ``like``'s shape and dtype, else a new one."""
+    if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+        return np.empty_like(like, order="C")
+    return buf
