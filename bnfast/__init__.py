@@ -5,7 +5,7 @@ Batch normalization, softmax cross-entropy and optimizer updates as hand-written
 and a thin Python layer over them.
 """
 
-from bnfast import _core
+from bnfast import _core, nn, reference
 from bnfast._config import _apply_environment as _apply_environment
 from bnfast._config import (
     active_isa,
@@ -27,6 +27,8 @@ __all__ = [
     "batch_norm",
     "batch_norm_backward",
     "get_num_threads",
+    "nn",
+    "reference",
     "set_num_threads",
     "show_config",
     "use_isa",
