@@ -5,7 +5,14 @@ Batch normalization, softmax cross-entropy and optimizer updates as hand-written
 and a thin Python layer over them.
 """
 
-from bnfast import _core, nn, reference
+try:
+    from bnfast import _core
+except ImportError as exc:  # e.g. importing the source tree instead of the installed package
+    raise ImportError(
+        f"bnfast's compiled extension could not be imported ({exc}). Install the package "
+        "(pip install .) and import it from outside the source tree."
+    ) from exc
+from bnfast import nn, reference
 from bnfast._config import _apply_environment as _apply_environment
 from bnfast._config import (
     active_isa,

@@ -16,11 +16,17 @@ from bnfast import _core
 KNOWN = ["scalar", "avx2", "avx512"]
 
 
-def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+def run_python(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """Runs the interpreter outside the source tree, so the installed package is imported."""
     full_env = {k: v for k, v in os.environ.items() if k != "BNFAST_ISA"}
     full_env.update(env)
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+        cwd="/",
     )
 
 
@@ -56,18 +62,18 @@ def test_unsupported_isa_is_runtime_error():
 
 @pytest.mark.parametrize("name", bnfast.available_isas())
 def test_environment_override(name):
-    r = run_python("import bnfast; print(bnfast.active_isa())", BNFAST_ISA=name)
+    r = run_python(["-c", "import bnfast; print(bnfast.active_isa())"], BNFAST_ISA=name)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == name
 
 
 def test_environment_override_errors():
-    r = run_python("import bnfast", BNFAST_ISA="avx9000")
+    r = run_python(["-c", "import bnfast"], BNFAST_ISA="avx9000")
     assert r.returncode != 0
     assert "ValueError: unknown ISA 'avx9000'" in r.stderr
     missing = [n for n in KNOWN if n not in bnfast.available_isas()]
     if missing:
-        r = run_python("import bnfast", BNFAST_ISA=missing[0])
+        r = run_python(["-c", "import bnfast"], BNFAST_ISA=missing[0])
         assert r.returncode != 0 and "RuntimeError" in r.stderr
 
 
@@ -92,9 +98,7 @@ def test_show_config_and_cli(capsys):
     bnfast.show_config()
     out = capsys.readouterr().out
     assert bnfast.__version__ in out and bnfast.active_isa() in out and "num_threads" in out
-    r = subprocess.run(
-        [sys.executable, "-m", "bnfast.cli", "info"], capture_output=True, text=True, timeout=120
-    )
+    r = run_python(["-m", "bnfast.cli", "info"])
     assert r.returncode == 0 and "available_isas" in r.stdout
 
 
