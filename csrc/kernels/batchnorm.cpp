@@ -27,7 +27,8 @@ namespace bnfast {
 namespace BNFAST_NS {
 namespace {
 
-constexpr i64 kUnitBytes = 64 * 1024;
+constexpr i64 kUnitBytes = 64 * 1024;    // plane segment: two passes from L1/L2
+constexpr i64 kChunkBytes = 256 * 1024;  // row chunk: re-read from L2; long streams for pass 1
 constexpr i64 kMaxGroups = 48;  // divisible by 1, 2, 3, 4, 6, 8, 12, 16, 24: even thread loads
 constexpr i64 kPlaneMinBytes = 256;
 
@@ -52,12 +53,17 @@ inline void for_lanes(i64 w, F&& f) {
   if (j < w) f(j, static_cast<int>(w - j));
 }
 
-// Chan et al.: merges a set of nb values with mean mb and M2 m2b into (na, ma, m2a).
-inline void chan_merge(double na, double& ma, double& m2a, double nb, double mb, double m2b) {
-  const double n = na + nb;
+// Chan et al.: merging nb values (mean mb, M2 m2b) into na values (ma, m2a) is
+//   ma += d * nb / n,  m2a += m2b + d^2 * na * nb / n,  with d = mb - ma, n = na + nb.
+// The weights depend only on the counts: computed once per merged block, not per channel.
+struct ChanWeights {
+  double wb, wab;
+  ChanWeights(double na, double nb) : wb(nb / (na + nb)), wab(na * nb / (na + nb)) {}
+};
+inline void chan_merge(const ChanWeights& w, double& ma, double& m2a, double mb, double m2b) {
   const double d = mb - ma;
-  ma += d * (nb / n);
-  m2a += m2b + d * d * (na * nb / n);
+  ma += d * w.wb;
+  m2a += m2b + d * d * w.wab;
 }
 
 struct Plan {
@@ -83,7 +89,7 @@ Plan make_plan(Shape3 s) {
     p.nseg = (s.B + p.S - 1) / p.S;
   } else {
     const i64 row_bytes = std::max<i64>(1, p.W * static_cast<i64>(sizeof(T)));
-    p.R = std::max<i64>(1, kUnitBytes / row_bytes);
+    p.R = std::max<i64>(1, kChunkBytes / row_bytes);
     p.nchunks = (s.A + p.R - 1) / p.R;
     // Group partials (2 doubles per lane) stay under 1/8 of the input.
     const i64 cap = std::max<i64>(1, s.A * static_cast<i64>(sizeof(T)) / 128);
@@ -99,40 +105,81 @@ inline int threads(const Plan& p, int arrays) {
 
 // ---- statistics -------------------------------------------------------------------------
 
+// Strips of kStrip vectors of lanes: accumulators stay in registers while the strip walks the
+// rows of a chunk, and the second pass over the strip reads it back from L1.
+constexpr int kStrip = 4;
+
+// Calls f.template operator()<K>(j, last) for strips of K vectors starting at lane j; `last` is
+// the number of live lanes in the strip's last vector.
+template <class T, class F>
+inline void for_strips(i64 w, F&& f) {
+  constexpr int N = Vec<T>::N;
+  i64 j = 0;
+  for (; j + kStrip * N <= w; j += kStrip * N) f.template operator()<kStrip>(j, N);
+  for (; j < w; j += N) f.template operator()<1>(j, static_cast<int>(std::min<i64>(N, w - j)));
+}
+
+// M2 of each lane of a K-vector strip over rows [r0, r1) about the given means. The chunk was
+// just streamed by the first pass, so this strided walk reads from cache.
+template <class T, int K>
+inline void strip_m2(const T* x, i64 W, i64 r0, i64 r1, i64 j, int last, const T* mean, T* m2) {
+  using V = Vec<T>;
+  constexpr int N = V::N;
+  V s[K], m[K];
+  for (int k = 0; k < K; ++k) {
+    s[k] = V::zero();
+    m[k] = ld(mean + j + k * N, k == K - 1 ? last : N);
+  }
+  for (i64 r = r0; r < r1; ++r) {
+    const T* xr = x + r * W + j;
+    for (int k = 0; k < K; ++k) {
+      // Masked-off lanes read 0 and have mean 0: their deviation is 0.
+      const V d = ld(xr + k * N, k == K - 1 ? last : N) - m[k];
+      s[k] = fmadd(d, d, s[k]);
+    }
+  }
+  for (int k = 0; k < K; ++k) st(m2 + j + k * N, s[k], k == K - 1 ? last : N);
+}
+
 // Moments of rows [r0, r1) per lane, merged chunk by chunk into gmean/gm2 (W doubles each).
 template <class T>
 void rows_moments(const T* x, const Plan& p, i64 r0, i64 r1, double* gmean, double* gm2) {
-  using V = Vec<T>;
   const i64 W = p.W;
-  Scratch<T> acc(W), cm(W);
+  Scratch<T> cm(W), cm2(W);
   double ng = 0;
   for (i64 c0 = r0; c0 < r1; c0 += p.R) {
     const i64 c1 = std::min(c0 + p.R, r1);
     const double n = static_cast<double>(c1 - c0);
-    std::fill(acc.data(), acc.data() + W, T(0));
-    for (i64 r = c0; r < c1; ++r) {
-      const T* xr = x + r * W;
-      for_lanes<T>(W, [&](i64 j, int k) { st(&acc[j], ld(&acc[j], k) + ld(xr + j, k), k); });
-    }
-    const V inv = V::set1(T(1) / static_cast<T>(c1 - c0));
-    for_lanes<T>(W, [&](i64 j, int k) {
-      st(&cm[j], ld(&acc[j], k) * inv, k);
-      st(&acc[j], V::zero(), k);
-    });
-    for (i64 r = c0; r < c1; ++r) {
-      const T* xr = x + r * W;
+    // Pass 1 streams the rows (strided walks defeat the prefetcher on data from memory), four
+    // at a time: fewer accumulator stores, and fewer false 4K-aliasing stalls when rows are a
+    // multiple of 4 KiB apart.
+    std::fill(cm.data(), cm.data() + W, T(0));
+    i64 r = c0;
+    for (; r + 4 <= c1; r += 4) {
+      const T* x0 = x + r * W;
       for_lanes<T>(W, [&](i64 j, int k) {
-        const V d = ld(xr + j, k) - ld(&cm[j], k);
-        st(&acc[j], fmadd(d, d, ld(&acc[j], k)), k);
+        const Vec<T> a = ld(x0 + j, k) + ld(x0 + W + j, k);
+        const Vec<T> b = ld(x0 + 2 * W + j, k) + ld(x0 + 3 * W + j, k);
+        st(&cm[j], ld(&cm[j], k) + (a + b), k);
       });
     }
+    for (; r < c1; ++r) {
+      const T* xr = x + r * W;
+      for_lanes<T>(W, [&](i64 j, int k) { st(&cm[j], ld(&cm[j], k) + ld(xr + j, k), k); });
+    }
+    const Vec<T> inv = Vec<T>::set1(T(1) / static_cast<T>(c1 - c0));
+    for_lanes<T>(W, [&](i64 j, int k) { st(&cm[j], ld(&cm[j], k) * inv, k); });
+    for_strips<T>(W, [&]<int K>(i64 j, int last) {
+      strip_m2<T, K>(x, W, c0, c1, j, last, cm.data(), cm2.data());
+    });
     if (ng == 0) {
       for (i64 j = 0; j < W; ++j) {
         gmean[j] = cm[j];
-        gm2[j] = acc[j];
+        gm2[j] = cm2[j];
       }
     } else {
-      for (i64 j = 0; j < W; ++j) chan_merge(ng, gmean[j], gm2[j], n, cm[j], acc[j]);
+      const ChanWeights w(ng, n);
+      for (i64 j = 0; j < W; ++j) chan_merge(w, gmean[j], gm2[j], cm[j], cm2[j]);
     }
     ng += n;
   }
@@ -188,19 +235,26 @@ void moments(const T* x, const Plan& p, double* mean, double* var) {
     for (i64 g = 0; g < p.G; ++g) {
       rows_moments(x, p, p.group_begin(g), p.group_begin(g + 1), &gmean[g * W], &gm2[g * W]);
     }
+    // Every channel merges the same counts in the same order: weights once per (group, b).
+    const i64 GB = p.G * p.B;
+    Scratch<double> wb(GB), wab(GB);
+    double n = 0;
+    for (i64 g = 0; g < p.G; ++g) {
+      const double ng = static_cast<double>(p.group_begin(g + 1) - p.group_begin(g));
+      for (i64 b = 0; b < p.B; ++b, n += ng) {
+        const ChanWeights w(n, ng);
+        wb[g * p.B + b] = w.wb;
+        wab[g * p.B + b] = w.wab;
+      }
+    }
     for (i64 c = 0; c < p.C; ++c) {
-      double n = 0, m = 0, m2 = 0;
+      double m = gmean[c * p.B], m2 = gm2[c * p.B];
       for (i64 g = 0; g < p.G; ++g) {
-        const double ng = static_cast<double>(p.group_begin(g + 1) - p.group_begin(g));
-        for (i64 b = 0; b < p.B; ++b) {
+        for (i64 b = (g == 0 ? 1 : 0); b < p.B; ++b) {
           const i64 j = g * W + c * p.B + b;
-          if (n == 0) {
-            m = gmean[j];
-            m2 = gm2[j];
-          } else {
-            chan_merge(n, m, m2, ng, gmean[j], gm2[j]);
-          }
-          n += ng;
+          const double d = gmean[j] - m;
+          m += d * wb[g * p.B + b];
+          m2 += gm2[j] + d * d * wab[g * p.B + b];
         }
       }
       mean[c] = m;
@@ -229,7 +283,7 @@ void moments(const T* x, const Plan& p, double* mean, double* var) {
           m = umean[u];
           m2 = um2[u];
         } else {
-          chan_merge(n, m, m2, nu, umean[u], um2[u]);
+          chan_merge(ChanWeights(n, nu), m, m2, umean[u], um2[u]);
         }
         n += nu;
       }
@@ -355,9 +409,24 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
       std::fill(s2, s2 + W, 0.0);
       const i64 r1 = p.group_begin(g + 1);
       for (i64 c0 = p.group_begin(g); c0 < r1; c0 += p.R) {
+        // Row-major streaming with accumulators in L1 (strided walks defeat the prefetcher),
+        // two rows at a time (see rows_moments).
         std::fill(a1.data(), a1.data() + W, T(0));
         std::fill(a2.data(), a2.data() + W, T(0));
-        for (i64 r = c0; r < std::min(c0 + p.R, r1); ++r) {
+        const i64 c1 = std::min(c0 + p.R, r1);
+        i64 r = c0;
+        for (; r + 2 <= c1; r += 2) {
+          const T* xr = x + r * W;
+          const T* dr = dy + r * W;
+          for_lanes<T>(W, [&](i64 j, int k) {
+            const V m = ld(&cm[j], k);
+            const V d0 = ld(dr + j, k), d1 = ld(dr + W + j, k);
+            const V p0 = d0 * (ld(xr + j, k) - m);
+            st(&a1[j], ld(&a1[j], k) + (d0 + d1), k);
+            st(&a2[j], ld(&a2[j], k) + fmadd(d1, ld(xr + W + j, k) - m, p0), k);
+          });
+        }
+        for (; r < c1; ++r) {
           const T* xr = x + r * W;
           const T* dr = dy + r * W;
           for_lanes<T>(W, [&](i64 j, int k) {
