@@ -47,3 +47,16 @@ def optional_input(obj: Any, name: str, dtype: np.dtype) -> np.ndarray | None:
 def inplace(obj: Any, name: str) -> np.ndarray | None:
     """An array updated in place: a view of ``obj`` (never a copy); _core checks the rest."""
     return None if obj is None else as_array(obj, name)
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any, align: int = 64) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an ``align``-byte boundary.
+
+    Kernels stream large outputs past the cache (non-temporal stores) only into line-aligned
+    buffers; NumPy's own large allocations start 16 bytes past a cache line.
+    """
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(n * dtype.itemsize + align, np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start : start + n * dtype.itemsize].view(dtype).reshape(shape)

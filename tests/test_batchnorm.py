@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import bnfast
 from bnfast import reference as ref
+from bnfast._arrays import aligned_empty
 from bnfast.testing import assert_close
 
 SIZES = [1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 257]
@@ -267,6 +268,26 @@ def test_in_place_and_out(isa, dtype, rng):
     y = x.copy()
     bnfast.batch_norm(y, training=True, out=y)
     assert np.array_equal(y, want)
+
+
+@pytest.mark.parametrize(("shape", "axis"), [((1100, 2048), 1), ((2, 16, 65536), 1)])
+def test_streamed_outputs_match(isa, rng, shape, axis):
+    # Outputs of 8 MiB and more in line-aligned buffers are written with non-temporal stores.
+    x = rng.normal(size=shape).astype(np.float32)
+    dy = rng.normal(size=shape).astype(np.float32)
+    aligned, plain = aligned_empty(shape, np.float32), np.empty(shape, np.float32)
+    assert aligned.ctypes.data % 64 == 0 and plain.ctypes.data % 64 != 0
+    for out in (aligned, plain):
+        rm, rv = np.zeros(shape[1], np.float32), np.ones(shape[1], np.float32)
+        res = bnfast.batch_norm(x, rm, rv, training=True, axis=axis, out=out)
+        ev = bnfast.batch_norm(x, rm, rv, axis=axis, out=out.copy()).out
+        dx, _, _ = bnfast.batch_norm_backward(
+            dy, x, res.mean, res.invstd, axis=axis, out=out.copy()
+        )
+        if out is aligned:
+            first = (res.out.copy(), ev, dx)
+    for a, b in zip(first, (res.out, ev, dx)):
+        assert np.array_equal(a, b)
 
 
 def test_non_contiguous_input_is_copied(rng):

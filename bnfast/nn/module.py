@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from bnfast._arrays import aligned_empty
+
 __all__ = ["Module"]
 
 
@@ -59,7 +61,7 @@ class Module:
 
 
 def _buffer(buf: np.ndarray | None, like: np.ndarray) -> np.ndarray:
-    """``buf`` if it fits ``like``'s shape and dtype, else a new one."""
+    """``buf`` if it fits ``like``'s shape and dtype, else a new cache-line aligned one."""
     if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
-        return np.empty_like(like, order="C")
+        return aligned_empty(like.shape, like.dtype)
     return buf

@@ -19,6 +19,7 @@
 // Tails use partial (masked) loads and stores; there are no scalar remainder loops.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "bnfast/batchnorm.h"
 #include "bnfast/vec.h"
@@ -51,6 +52,35 @@ inline void for_lanes(i64 w, F&& f) {
   i64 j = 0;
   for (; j + N <= w; j += N) f(j, N);
   if (j < w) f(j, static_cast<int>(w - j));
+}
+
+// Outputs larger than this that do not overwrite an input are written with non-temporal
+// stores: they skip the read-for-ownership and leave the cache to the inputs. Only when every
+// row (or plane) starts on a cache line, so no line is written partly streamed and partly not
+// (numpy's own large arrays start 16 bytes past a line; the layers' buffers are aligned).
+constexpr i64 kStreamMinBytes = 8 << 20;
+
+inline bool use_stream(const void* out, const void* in, i64 bytes, i64 row_bytes) {
+  return out != in && bytes >= kStreamMinBytes && row_bytes % 64 == 0 &&
+         reinterpret_cast<std::uintptr_t>(out) % 64 == 0;
+}
+
+// Like for_lanes over dst[0, w), calling f(j, n, nt); nt marks full vectors that may be streamed.
+template <class T, class F>
+inline void for_lanes_out(i64 w, bool stream, F&& f) {
+  constexpr int N = Vec<T>::N;
+  i64 j = 0;
+  for (; j + N <= w; j += N) f(j, N, stream);
+  if (j < w) f(j, static_cast<int>(w - j), false);
+}
+
+template <class T>
+inline void st_out(T* p, Vec<T> v, int n, bool nt) {
+  if (nt) {
+    v.stream(p);
+  } else {
+    st(p, v, n);
+  }
 }
 
 // Chan et al.: merging nb values (mean mb, M2 m2b) into na values (ma, m2a) is
@@ -300,6 +330,8 @@ template <class T>
 void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, const T* shift) {
   using V = Vec<T>;
   const int nt = threads<T>(p, 2);
+  const bool stream = use_stream(y, x, p.A * p.W * static_cast<i64>(sizeof(T)),
+                                 (p.planes ? p.B : p.W) * static_cast<i64>(sizeof(T)));
   if (!p.planes) {
     const i64 W = p.W;
     Scratch<T> cm(W), cs(W), cb(W);
@@ -310,26 +342,36 @@ void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, c
         cb[c * p.B + b] = shift[c];
       }
     }
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (i64 r = 0; r < p.A; ++r) {
-      const T* xr = x + r * W;
-      T* yr = y + r * W;
-      for_lanes<T>(W, [&](i64 j, int k) {
-        st(yr + j, fmadd(ld(xr + j, k) - ld(&cm[j], k), ld(&cs[j], k), ld(&cb[j], k)), k);
-      });
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#pragma omp for schedule(static)
+      for (i64 r = 0; r < p.A; ++r) {
+        const T* xr = x + r * W;
+        T* yr = y + r * W;
+        for_lanes_out<T>(W, stream, [&](i64 j, int k, bool s) {
+          st_out(yr + j, fmadd(ld(xr + j, k) - ld(&cm[j], k), ld(&cs[j], k), ld(&cb[j], k)), k, s);
+        });
+      }
+      if (stream) stream_fence();
     }
     return;
   }
   const i64 U = p.units();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (i64 u = 0; u < U; ++u) {
-    const i64 plane = u / p.nseg, k0 = u % p.nseg;
-    const i64 c = plane % p.C;
-    const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
-    const T* xs = x + plane * p.B + b0;
-    T* ys = y + plane * p.B + b0;
-    const V m = V::set1(mean[c]), s = V::set1(scale[c]), b = V::set1(shift[c]);
-    for_lanes<T>(n, [&](i64 j, int k) { st(ys + j, fmadd(ld(xs + j, k) - m, s, b), k); });
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+#pragma omp for schedule(static)
+    for (i64 u = 0; u < U; ++u) {
+      const i64 plane = u / p.nseg, k0 = u % p.nseg;
+      const i64 c = plane % p.C;
+      const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
+      const T* xs = x + plane * p.B + b0;
+      T* ys = y + plane * p.B + b0;
+      const V m = V::set1(mean[c]), s = V::set1(scale[c]), b = V::set1(shift[c]);
+      for_lanes_out<T>(n, stream, [&](i64 j, int k, bool nts) {
+        st_out(ys + j, fmadd(ld(xs + j, k) - m, s, b), k, nts);
+      });
+    }
+    if (stream) stream_fence();
   }
 }
 
@@ -519,6 +561,9 @@ void backward(const BnBackwardArgs<T>& a) {
   }
   using V = Vec<T>;
   const int nt = threads<T>(p, 3);
+  const i64 bytes = p.A * p.W * static_cast<i64>(sizeof(T));
+  const bool stream =
+      use_stream(a.dx, a.x, bytes, (p.planes ? p.B : p.W) * i64(sizeof(T))) && a.dx != a.dy;
   if (!p.planes) {
     const i64 W = p.W;
     Scratch<T> wm(W), wk(W), w1(W), w0(W);
@@ -530,30 +575,38 @@ void backward(const BnBackwardArgs<T>& a) {
         w0[c * p.B + b] = c0[c];
       }
     }
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (i64 r = 0; r < p.A; ++r) {
-      const T* xr = a.x + r * W;
-      const T* dr = a.dy + r * W;
-      T* out = a.dx + r * W;
-      for_lanes<T>(W, [&](i64 j, int n) {
-        const V t = fmadd(ld(dr + j, n), ld(&wk[j], n), ld(&w0[j], n));
-        st(out + j, fmadd(ld(xr + j, n) - ld(&wm[j], n), ld(&w1[j], n), t), n);
-      });
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#pragma omp for schedule(static)
+      for (i64 r = 0; r < p.A; ++r) {
+        const T* xr = a.x + r * W;
+        const T* dr = a.dy + r * W;
+        T* out = a.dx + r * W;
+        for_lanes_out<T>(W, stream, [&](i64 j, int n, bool s) {
+          const V t = fmadd(ld(dr + j, n), ld(&wk[j], n), ld(&w0[j], n));
+          st_out(out + j, fmadd(ld(xr + j, n) - ld(&wm[j], n), ld(&w1[j], n), t), n, s);
+        });
+      }
+      if (stream) stream_fence();
     }
     return;
   }
   const i64 U = p.units();
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (i64 u = 0; u < U; ++u) {
-    const i64 plane = u / p.nseg, k0 = u % p.nseg;
-    const i64 c = plane % C;
-    const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
-    const i64 off = plane * p.B + b0;
-    const V m = V::set1(a.mean[c]), vk = V::set1(k[c]), v1 = V::set1(c1[c]), v0 = V::set1(c0[c]);
-    for_lanes<T>(n, [&](i64 j, int w) {
-      const V t = fmadd(ld(a.dy + off + j, w), vk, v0);
-      st(a.dx + off + j, fmadd(ld(a.x + off + j, w) - m, v1, t), w);
-    });
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+#pragma omp for schedule(static)
+    for (i64 u = 0; u < U; ++u) {
+      const i64 plane = u / p.nseg, k0 = u % p.nseg;
+      const i64 c = plane % C;
+      const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
+      const i64 off = plane * p.B + b0;
+      const V m = V::set1(a.mean[c]), vk = V::set1(k[c]), v1 = V::set1(c1[c]), v0 = V::set1(c0[c]);
+      for_lanes_out<T>(n, stream, [&](i64 j, int w, bool s) {
+        const V t = fmadd(ld(a.dy + off + j, w), vk, v0);
+        st_out(a.dx + off + j, fmadd(ld(a.x + off + j, w) - m, v1, t), w, s);
+      });
+    }
+    if (stream) stream_fence();
   }
 }
 

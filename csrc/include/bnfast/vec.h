@@ -8,7 +8,8 @@
 // Vec<T> is one SIMD register of T (float or double): N lanes, a Mask type, loads and stores
 // (full, partial with n < N lanes for tails, masked so they never touch memory past the end;
 // masked-off lanes read 0 or a given fill value),
-// arithmetic, fma, sqrt, min/max, compare/select and horizontal sums.
+// arithmetic, fma, sqrt, min/max, compare/select and horizontal sums; stream() is a
+// non-temporal store for large fresh outputs (followed by stream_fence()).
 #pragma once
 
 #ifndef BNFAST_NS
@@ -49,7 +50,9 @@ struct Vec {
   void store_partial(T* p, int n) const {
     if (n > 0) *p = v;
   }
+  void stream(T* p) const { *p = v; }
 };
+inline void stream_fence() {}
 template <class T>
 inline Vec<T> operator+(Vec<T> a, Vec<T> b) {
   return {a.v + b.v};
@@ -127,6 +130,9 @@ inline T reduce_min(Vec<T> a) {
 
 #elif defined(BNFAST_TARGET_AVX2)
 
+// Orders this thread's non-temporal stores before whatever follows.
+inline void stream_fence() { _mm_sfence(); }
+
 namespace detail {
 inline __m256i tail_mask32(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -153,6 +159,8 @@ struct Vec<float> {
   static Vec zero() { return {_mm256_setzero_ps()}; }
   void store(float* p) const { _mm256_storeu_ps(p, v); }
   void store_partial(float* p, int n) const { _mm256_maskstore_ps(p, detail::tail_mask32(n), v); }
+  // Non-temporal store; p must be aligned to the vector size.
+  void stream(float* p) const { _mm256_stream_ps(p, v); }
 };
 template <>
 struct Vec<double> {
@@ -171,6 +179,8 @@ struct Vec<double> {
   static Vec zero() { return {_mm256_setzero_pd()}; }
   void store(double* p) const { _mm256_storeu_pd(p, v); }
   void store_partial(double* p, int n) const { _mm256_maskstore_pd(p, detail::tail_mask64(n), v); }
+  // Non-temporal store; p must be aligned to the vector size.
+  void stream(double* p) const { _mm256_stream_pd(p, v); }
 };
 
 #define BNFAST_VEC_OPS(T, S)                                                                      \
@@ -230,6 +240,9 @@ inline double reduce_min(Vec<double> a) {
 
 #elif defined(BNFAST_TARGET_AVX512)
 
+// Orders this thread's non-temporal stores before whatever follows.
+inline void stream_fence() { _mm_sfence(); }
+
 template <>
 struct Vec<float> {
   static constexpr int N = 16;
@@ -247,6 +260,8 @@ struct Vec<float> {
   static Vec zero() { return {_mm512_setzero_ps()}; }
   void store(float* p) const { _mm512_storeu_ps(p, v); }
   void store_partial(float* p, int n) const { _mm512_mask_storeu_ps(p, tail_mask(n), v); }
+  // Non-temporal store; p must be aligned to the vector size.
+  void stream(float* p) const { _mm512_stream_ps(p, v); }
 };
 template <>
 struct Vec<double> {
@@ -265,6 +280,8 @@ struct Vec<double> {
   static Vec zero() { return {_mm512_setzero_pd()}; }
   void store(double* p) const { _mm512_storeu_pd(p, v); }
   void store_partial(double* p, int n) const { _mm512_mask_storeu_pd(p, tail_mask(n), v); }
+  // Non-temporal store; p must be aligned to the vector size.
+  void stream(double* p) const { _mm512_stream_pd(p, v); }
 };
 
 #define BNFAST_VEC_OPS(T, S)                                                                      \
