@@ -144,7 +144,7 @@ def test_sample_box_restricts_unit_coordinates():
     space = {"lr": LogUniform(1e-4, 1), "n": IntUniform(0, 9)}
     rng = np.random.default_rng(0)
     for _ in range(200):
-        params, unit, _ = sample(space, rng, {"lr": (0.5, 0.75), "n": (0.2, 0.4)})
+        params, _, _ = sample(space, rng, {"lr": (0.5, 0.75), "n": (0.2, 0.4)})
         assert 1e-2 <= params["lr"] <= 10**-1 + 1e-12
         assert params["n"] in (2, 3, 4)
 
@@ -160,7 +160,7 @@ def test_define_by_run_conditional_space():
     rng = np.random.default_rng(3)
     seen = set()
     for _ in range(30):
-        params, unit, used = sample(space, rng)
+        params, unit, _ = sample(space, rng)
         assert len(params) == params["layers"] + 1 and set(unit) == set(params)
         seen.add(params["layers"])
     assert seen == {2, 3, 4}
