@@ -17,6 +17,7 @@ import json
 import math
 import sqlite3
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,14 +94,18 @@ class Storage:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self._con = sqlite3.connect(
+            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        # Close the connection when the Storage goes away (Python 3.13 warns otherwise).
+        self._finalizer = weakref.finalize(self, self._con.close)
         if self.path != ":memory:":
             # WAL: readers (a report, a test) never block the driver's commits.
             self._con.execute("PRAGMA journal_mode=WAL")
         self._con.executescript(_SCHEMA)
 
     def close(self) -> None:
-        self._con.close()
+        self._finalizer()
 
     def __enter__(self) -> Storage:
         return self

@@ -84,9 +84,9 @@ class Study:
     @classmethod
     def load(cls, storage: str | Path | Storage, name: str | None = None) -> Study:
         """Open a stored study read-only-ish (for reports): no space or objective needed."""
-        st = storage if isinstance(storage, Storage) else Storage(storage)
         if not isinstance(storage, Storage) and not Path(str(storage)).exists():
             raise FileNotFoundError(storage)
+        st = storage if isinstance(storage, Storage) else Storage(storage)
         names = st.study_names()
         if not names:
             raise ValueError(f"no study in {st.path}")
@@ -99,6 +99,16 @@ class Study:
         self.space, self.storage, self.name = None, st, name
         self.seed, self.direction, self.strategy = info["seed"], info["direction"], None
         return self
+
+    def close(self) -> None:
+        """Close the storage."""
+        self.storage.close()
+
+    def __enter__(self) -> Study:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def maximize(self) -> bool:
@@ -167,6 +177,8 @@ class Study:
         total = self.strategy.total(n_trials, self.space)
         existing = {t.number: t for t in self.trials()}
         todo = [i for i in range(total) if not (i in existing and existing[i].done)]
+        if not todo:
+            return self
         owned = executor is None
         ex = make_executor(workers) if owned else executor
         assert ex is not None
