@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("info", help="version, ISA in use, available ISAs, threads")
     p.set_defaults(func=_info)
+    from bnfast.tune.cli import add_parser as add_tune
+
+    add_tune(sub)
     return parser
 
 
