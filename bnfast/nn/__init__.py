@@ -8,6 +8,7 @@ large; an output is therefore valid until the layer's next call.
 """
 
 from bnfast.nn.batchnorm import BatchNorm
+from bnfast.nn.layers import Dropout, Linear, ReLU, Sequential, Tanh, mlp
 from bnfast.nn.module import Module
 
-__all__ = ["BatchNorm", "Module"]
+__all__ = ["BatchNorm", "Dropout", "Linear", "Module", "ReLU", "Sequential", "Tanh", "mlp"]

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from bnfast import functional as F
-from bnfast.nn.module import Module, _buffer
+from bnfast import backend as B
+from bnfast.nn.module import Module, _Rows
 
 __all__ = ["BatchNorm"]
 
@@ -66,35 +66,34 @@ class BatchNorm(Module):
         self.running_mean = np.zeros(num_features, dtype)
         self.running_var = np.ones(num_features, dtype)
         self.num_batches_tracked = np.zeros((), np.int64)
-        self._out: np.ndarray | None = None
-        self._dx: np.ndarray | None = None
+        self._out, self._dx = _Rows(), _Rows()
         self._saved: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        self._out = _buffer(self._out, x)
+        out = self._out.get(x.shape, x.dtype)
         if self.training:
             self.num_batches_tracked += 1
             m = 1.0 / int(self.num_batches_tracked) if self.momentum is None else self.momentum
         else:
             m = 0.0
-        res = F.batch_norm(
-            x, self.running_mean, self.running_var, self.weight, self.bias,
-            training=self.training, momentum=m, eps=self.eps, axis=self.axis, out=self._out,
+        y, mean, invstd = B.batch_norm(
+            self.backend, x, self.running_mean, self.running_var, self.weight, self.bias,
+            training=self.training, momentum=m, eps=self.eps, axis=self.axis, out=out,
         )  # fmt: skip
-        self._saved = (x, res.mean, res.invstd, self.training)
-        return res.out
+        self._saved = (x, mean, invstd, self.training)
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if self._saved is None:
             raise RuntimeError("backward called before forward")
         x, mean, invstd, training = self._saved
         dy = np.ascontiguousarray(dy, dtype=self.dtype)
-        self._dx = _buffer(self._dx, x)
-        if self._dx is dy or np.shares_memory(self._dx, x):
-            self._dx = np.empty_like(x)
-        dx, dw, db = F.batch_norm_backward(
-            dy, x, mean, invstd, self.weight, training=training, axis=self.axis, out=self._dx
+        out = self._dx.get(x.shape, x.dtype)
+        if np.shares_memory(out, dy) or np.shares_memory(out, x):
+            out = np.empty_like(x)
+        dx, dw, db = B.batch_norm_backward(
+            self.backend, dy, x, mean, invstd, self.weight, training, self.axis, out
         )
         if self.affine:
             self.dweight += dw

@@ -15,6 +15,7 @@ class Module:
     """Base class: training flag, parameter/gradient lists and state dicts."""
 
     training: bool = True
+    backend: str = "native"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -31,6 +32,13 @@ class Module:
 
     def eval(self) -> Module:
         return self.train(False)
+
+    def set_backend(self, backend: str) -> Module:
+        """Run this layer on ``"native"`` kernels or the ``"numpy"`` reference (bnfast.backend)."""
+        from bnfast.backend import check_backend
+
+        self.backend = check_backend(backend)
+        return self
 
     def parameters(self) -> list[np.ndarray]:
         """Trainable arrays, updated in place by optimizers."""
@@ -65,3 +73,20 @@ def _buffer(buf: np.ndarray | None, like: np.ndarray) -> np.ndarray:
     if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
         return aligned_empty(like.shape, like.dtype)
     return buf
+
+
+class _Rows:
+    """A growable scratch array: ``get(shape)`` returns a C-contiguous view of its first rows."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self) -> None:
+        self.buf: np.ndarray | None = None
+
+    def get(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        if not shape:
+            return np.empty((), dtype)
+        b = self.buf
+        if b is None or b.dtype != dtype or b.shape[1:] != shape[1:] or b.shape[0] < shape[0]:
+            self.buf = b = np.empty(shape, dtype)
+        return b[: shape[0]]
