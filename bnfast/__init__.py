@@ -6,6 +6,7 @@ and a thin Python layer over them.
 """
 
 from bnfast import _core
+from bnfast import optim as optim
 from bnfast._config import _apply_environment as _apply_environment
 from bnfast._config import (
     active_isa,
@@ -27,6 +28,7 @@ __all__ = [
     "batch_norm",
     "batch_norm_backward",
     "get_num_threads",
+    "optim",
     "set_num_threads",
     "show_config",
     "use_isa",
