@@ -483,3 +483,27 @@ def test_clip_refusals(rng):
     with pytest.raises(ValueError, match="overlaps"):
         clip_grad_norm([g, g], 1e-3)
     np.testing.assert_array_equal(g, before)
+
+
+# ---- PyTorch parity (only where torch is installed) -------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "hp"), CONFIGS, ids=IDS)
+def test_matches_pytorch(rng, kind, hp):
+    torch = pytest.importorskip("torch")
+    if kind in ("momentum", "rmsprop_course"):
+        pytest.skip("course form: no PyTorch class (see test_momentum_relates_to_pytorch_sgd)")
+    cls = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam,
+           "adamw": torch.optim.AdamW}[kind]  # fmt: skip
+    params = tensors(rng, [7, 40], np.float64)
+    tp = [torch.tensor(p, requires_grad=True) for p in params]
+    topt = cls(tp, **hp)
+    opt = make(kind, params, hp)
+    for _ in range(5):
+        grads = tensors(rng, [7, 40], np.float64)
+        for t, g in zip(tp, grads):
+            t.grad = torch.tensor(g)
+        topt.step()
+        opt.step(grads)
+    for p, t in zip(params, tp):
+        np.testing.assert_allclose(p, t.detach().numpy(), rtol=1e-12, atol=1e-12)
