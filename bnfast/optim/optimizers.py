@@ -314,12 +314,12 @@ class Momentum(Optimizer):
     last :math:`1 / (1 - \beta)` steps, without bias correction.
 
     Relation to PyTorch: ``torch.optim.SGD(momentum=beta)`` keeps :math:`b = \beta b + g`
-    (the first step sets :math:`b = g`) and steps :math:`w \leftarrow w - \alpha' b`. Since
-    :math:`b = v / (1 - \beta)` whenever both start from zero, this optimizer with ``lr``
-    :math:`\alpha` follows PyTorch's with ``lr`` :math:`\alpha' = \alpha (1 - \beta)` except on
-    the very first step, where PyTorch's buffer starts at :math:`g` instead of
-    :math:`(1 - \beta) g`. ``SGD(lr, momentum=beta, dampening=beta)`` computes :math:`v`
-    itself from the second step on.
+    (:math:`b = g` on the first step, the same as starting from 0) and steps
+    :math:`w \leftarrow w - \alpha' b`. By induction :math:`v = (1 - \beta) b` at every step,
+    so this optimizer at learning rate :math:`\alpha` follows exactly PyTorch's at
+    :math:`\alpha' = \alpha (1 - \beta)`: the course's :math:`1 - \beta` factor is folded into
+    PyTorch's learning rate. (``SGD(momentum=beta, dampening=beta)`` is not the same: its
+    first step sets :math:`b = g` rather than :math:`(1 - \beta) g`.)
     """
 
     _hyper = ("beta",)

@@ -21,6 +21,7 @@ value at the current counter, so the first epoch runs at :math:`\alpha_0`. ``lr0
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,8 +71,9 @@ class LRSchedule:
         raise NotImplementedError
 
     def __call__(self, epoch: int) -> float:
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
             raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+        epoch = int(epoch)
         if self.lr0 is None:
             raise ValueError("lr0 is unknown: pass lr0= or attach the schedule to an optimizer")
         return float(self.value(epoch))
