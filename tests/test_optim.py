@@ -508,3 +508,7 @@ def test_matches_pytorch(rng, kind, hp):
         opt.step(grads)
     for p, t in zip(params, tp):
         np.testing.assert_allclose(p, t.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_every_kernel_slot_is_filled():
+    assert not [s for s in _core.empty_kernel_slots() if s.startswith("optim/")]
