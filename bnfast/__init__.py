@@ -12,7 +12,7 @@ except ImportError as exc:  # e.g. importing the source tree instead of the inst
         f"bnfast's compiled extension could not be imported ({exc}). Install the package "
         "(pip install .) and import it from outside the source tree."
     ) from exc
-from bnfast import nn, reference
+from bnfast import nn, optim, reference
 from bnfast._config import _apply_environment as _apply_environment
 from bnfast._config import (
     active_isa,
@@ -35,6 +35,7 @@ __all__ = [
     "batch_norm_backward",
     "get_num_threads",
     "nn",
+    "optim",
     "reference",
     "set_num_threads",
     "show_config",

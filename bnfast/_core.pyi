@@ -1,9 +1,17 @@
-"""Type stubs for the compiled module bnfast._core (private: use the bnfast package)."""
+"""Type stubs for the compiled extension ``bnfast._core`` (private; use the bnfast package).
+
+Every function checks its arrays (type, dtype, C-contiguity, shape, writability, overlap)
+before writing anything and releases the GIL around the kernel.
+"""
+
+from collections.abc import Sequence
 
 import numpy as np
 
 __version__: str
 openmp: bool
+
+# ---- ISA and threads --------------------------------------------------------------------
 
 def active_isa() -> str: ...
 def compiled_isas() -> list[str]: ...
@@ -13,7 +21,8 @@ def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...
 def empty_kernel_slots() -> list[str]: ...
 
-# ---- batch norm ----
+# ---- batch norm -------------------------------------------------------------------------
+
 def batchnorm_fwd_train(
     x: np.ndarray,
     axis: int,
@@ -45,3 +54,58 @@ def batchnorm_backward(
     training: bool,
     out: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+# ---- optimizers -------------------------------------------------------------------------
+# Lists of arrays, one per parameter; float32 and float64 may be mixed (same dtype and shape
+# per position across lists). One call updates every tensor in place.
+
+def sgd_update(
+    params: Sequence[np.ndarray],
+    grads: Sequence[np.ndarray],
+    momentum_buffers: Sequence[np.ndarray] | None,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    first: bool,
+) -> None: ...
+def momentum_update(
+    params: Sequence[np.ndarray],
+    grads: Sequence[np.ndarray],
+    velocity: Sequence[np.ndarray],
+    lr: float,
+    beta: float,
+) -> None: ...
+def rmsprop_update(
+    params: Sequence[np.ndarray],
+    grads: Sequence[np.ndarray],
+    square_avg: Sequence[np.ndarray],
+    grad_avg: Sequence[np.ndarray] | None,
+    momentum_buffer: Sequence[np.ndarray] | None,
+    lr: float,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+) -> None: ...
+def adam_update(
+    params: Sequence[np.ndarray],
+    grads: Sequence[np.ndarray],
+    exp_avg: Sequence[np.ndarray],
+    exp_avg_sq: Sequence[np.ndarray],
+    max_exp_avg_sq: Sequence[np.ndarray] | None,
+    step: int,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    amsgrad: bool,
+    decoupled: bool,
+) -> None: ...
+def clip_grad_norm(
+    grads: Sequence[np.ndarray], max_norm: float, error_if_nonfinite: bool
+) -> float: ...
+def global_norm(arrays: Sequence[np.ndarray]) -> float: ...

@@ -11,9 +11,15 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "adam",
     "batch_norm_backward",
     "batch_norm_eval",
     "batch_norm_train",
+    "clip_grad_norm",
+    "momentum_course",
+    "rmsprop",
+    "rmsprop_course",
+    "sgd",
 ]
 
 
@@ -129,3 +135,196 @@ def batch_norm_backward(
     else:
         dx = k * dy
     return dx.astype(x.dtype, copy=False), dweight.astype(x.dtype), dbias.astype(x.dtype)
+
+
+# ---- optimizers ---------------------------------------------------------------------------
+# One tensor per call, functional: the updated parameter and state are returned as new arrays
+# (the inputs are not modified). Evaluate in float64 by passing float64 arrays.
+
+
+def sgd(
+    param: np.ndarray,
+    grad: np.ndarray,
+    momentum_buffer: np.ndarray | None,
+    lr: float,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    r"""One step of SGD with PyTorch's options.
+
+    .. math::
+        g = \nabla + \lambda w, \quad
+        b = \begin{cases} g & \text{first step (} b \text{ is None)} \\
+                           \mu b + (1 - \tau) g & \text{otherwise} \end{cases}, \quad
+        w \leftarrow w - \alpha \cdot (\text{nesterov} ? g + \mu b : b)
+
+    Without momentum (:math:`\mu = 0`) the step is :math:`w - \alpha g` and no buffer is kept.
+
+    Returns
+    -------
+    param, momentum_buffer
+    """
+    g = grad + weight_decay * param if weight_decay != 0 else grad
+    buf = None
+    if momentum != 0:
+        buf = (
+            g.copy()
+            if momentum_buffer is None
+            else momentum * momentum_buffer + (1 - dampening) * g
+        )
+        g = g + momentum * buf if nesterov else buf
+    return param - lr * g, buf
+
+
+def momentum_course(
+    param: np.ndarray, grad: np.ndarray, velocity: np.ndarray, lr: float, beta: float = 0.9
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Gradient descent with momentum as the course teaches it.
+
+    .. math::
+        v \leftarrow \beta v + (1 - \beta) g, \quad w \leftarrow w - \alpha v
+
+    ``v`` starts at 0 and is an exponentially weighted average of the gradients (no bias
+    correction). PyTorch's SGD keeps :math:`b = \beta b + g` instead: the two give the same
+    trajectory when PyTorch's learning rate is :math:`\alpha (1 - \beta)`, since then
+    :math:`b = v / (1 - \beta)` at every step.
+
+    Returns
+    -------
+    param, velocity
+    """
+    v = beta * velocity + (1 - beta) * grad
+    return param - lr * v, v
+
+
+def rmsprop(
+    param: np.ndarray,
+    grad: np.ndarray,
+    square_avg: np.ndarray,
+    grad_avg: np.ndarray | None,
+    momentum_buffer: np.ndarray | None,
+    lr: float = 0.01,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    r"""One step of RMSprop with PyTorch's options.
+
+    .. math::
+        g = \nabla + \lambda w, \quad s \leftarrow \alpha s + (1 - \alpha) g^2, \quad
+        \bar g \leftarrow \alpha \bar g + (1 - \alpha) g \ \text{(centered)}, \\
+        d = \sqrt{s - \bar g^2} + \epsilon \ \text{(centered) or } \sqrt{s} + \epsilon,
+        \quad b \leftarrow \mu b + g / d, \quad w \leftarrow w - \alpha_{lr} b
+
+    (without momentum, :math:`w \leftarrow w - \alpha_{lr} g / d`). ``eps`` is outside the
+    square root, as in PyTorch.
+
+    Returns
+    -------
+    param, square_avg, grad_avg, momentum_buffer
+    """
+    g = grad + weight_decay * param if weight_decay != 0 else grad
+    sq = alpha * square_avg + (1 - alpha) * g * g
+    ga = None
+    if centered:
+        ga = alpha * grad_avg + (1 - alpha) * g
+        avg = np.sqrt(sq - ga * ga) + eps
+    else:
+        avg = np.sqrt(sq) + eps
+    buf = None
+    if momentum > 0:
+        buf = momentum * momentum_buffer + g / avg
+        return param - lr * buf, sq, ga, buf
+    return param - lr * g / avg, sq, ga, buf
+
+
+def rmsprop_course(
+    param: np.ndarray,
+    grad: np.ndarray,
+    s: np.ndarray,
+    lr: float,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""RMSprop as the course writes it.
+
+    .. math::
+        s \leftarrow \beta_2 s + (1 - \beta_2) g^2, \quad
+        w \leftarrow w - \alpha \frac{g}{\sqrt{s} + \epsilon}
+
+    This is :func:`rmsprop` with ``alpha = beta2`` and no weight decay, centering or momentum.
+
+    Returns
+    -------
+    param, s
+    """
+    s = beta2 * s + (1 - beta2) * grad**2
+    return param - lr * grad / (np.sqrt(s) + eps), s
+
+
+def adam(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    max_exp_avg_sq: np.ndarray | None,
+    step: int,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+    decoupled: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    r"""One step of Adam (``decoupled=False``) or AdamW (``decoupled=True``) at step ``t >= 1``.
+
+    .. math::
+        \text{Adam: } g = \nabla + \lambda w; \quad \text{AdamW: } w \leftarrow
+        (1 - \alpha\lambda) w, \ g = \nabla \\
+        m \leftarrow \beta_1 m + (1 - \beta_1) g, \quad
+        v \leftarrow \beta_2 v + (1 - \beta_2) g^2, \quad
+        \hat v = \max(\hat v, v) \text{ (amsgrad) or } v \\
+        w \leftarrow w - \frac{\alpha}{1 - \beta_1^t}
+        \frac{m}{\sqrt{\hat v} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    Returns
+    -------
+    param, exp_avg, exp_avg_sq, max_exp_avg_sq
+    """
+    beta1, beta2 = betas
+    if decoupled:
+        param = param * (1 - lr * weight_decay)
+        g = grad
+    else:
+        g = grad + weight_decay * param if weight_decay != 0 else grad
+    m = beta1 * exp_avg + (1 - beta1) * g
+    v = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    vmax = np.maximum(max_exp_avg_sq, v) if amsgrad else None
+    bc1 = 1 - beta1**step
+    bc2 = 1 - beta2**step
+    denom = np.sqrt(vmax if amsgrad else v) / np.sqrt(bc2) + eps
+    return param - (lr / bc1) * m / denom, m, v, vmax
+
+
+def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> tuple[list[np.ndarray], float]:
+    r"""Gradient clipping by global norm (PyTorch's ``clip_grad_norm_`` with the 2-norm).
+
+    .. math::
+        n = \sqrt{\textstyle\sum_i \sum g_i^2}, \quad
+        c = \frac{\text{max\_norm}}{n + 10^{-6}}, \quad
+        g_i \leftarrow c\, g_i \text{ if } c < 1
+
+    Returns
+    -------
+    grads, total_norm
+        The (possibly) scaled gradients as new arrays, and :math:`n` computed in float64.
+    """
+    total = float(np.sqrt(sum(float(np.sum(np.asarray(g, np.float64) ** 2)) for g in grads)))
+    coef = max_norm / (total + 1e-6)
+    if coef < 1 or not np.isfinite(coef):
+        return [g * g.dtype.type(coef) for g in grads], total
+    return [g.copy() for g in grads], total

@@ -1,0 +1,538 @@
+"""Optimizers over lists (or dicts) of arrays, updated in place by one fused kernel call per step.
+
+An optimizer holds the parameter arrays (float32 or float64, C-contiguous, writable; both dtypes
+may be mixed), optionally the matching gradient arrays, and its state arrays (one per parameter
+per kind of state). ``step()`` runs one call into ``_core`` that updates every parameter and its
+state in one sweep; a refused call (wrong shapes, dtypes, lengths, read-only or non-contiguous
+parameters, a non-finite learning rate) raises before anything is written.
+
+Layers plug in through their two lists::
+
+    opt = Adam(model.parameters(), lr=1e-3, grads=model.gradients())
+    ...; model.backward(dy); opt.step(); opt.zero_grad()
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
+
+import numpy as np
+
+from bnfast import _core
+from bnfast._arrays import FLOAT_DTYPES, as_array
+
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Momentum",
+    "Optimizer",
+    "RMSprop",
+    "clip_grad_norm",
+    "global_norm",
+]
+
+Params = Union[Sequence[np.ndarray], Mapping[str, np.ndarray]]
+Grads = Union[Sequence[Any], Mapping[str, Any]]
+
+
+def _label(names: list[str] | None, i: int, what: str) -> str:
+    return f"{what}[{names[i]!r}]" if names is not None else f"{what}[{i}]"
+
+
+def _param_list(params: Params) -> tuple[list[np.ndarray], list[str] | None]:
+    if isinstance(params, np.ndarray):
+        raise TypeError("params must be a list or dict of arrays, not a single array")
+    if isinstance(params, Mapping):
+        names: list[str] | None = [str(k) for k in params]
+        arrays = list(params.values())
+    elif isinstance(params, (list, tuple)):
+        names, arrays = None, list(params)
+    else:
+        raise TypeError(f"params must be a list or dict of arrays, got {type(params).__name__}")
+    for i, p in enumerate(arrays):
+        label = _label(names, i, "params")
+        if not isinstance(p, np.ndarray):
+            raise TypeError(f"{label} must be a numpy.ndarray, got {type(p).__name__}")
+        if p.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{label} must be float32 or float64, got {p.dtype}")
+        if not p.flags.c_contiguous:
+            raise ValueError(f"{label} must be C-contiguous (it is updated in place)")
+        if not p.flags.writeable:
+            raise ValueError(f"{label} is read-only")
+    return arrays, names
+
+
+def _grad_list(grads: Grads, names: list[str] | None, n: int) -> list[np.ndarray]:
+    """Gradients as a list of ndarrays matching the parameters (checked fully by _core)."""
+    if isinstance(grads, np.ndarray):
+        raise TypeError("grads must be a list or dict of arrays, not a single array")
+    if isinstance(grads, Mapping):
+        if names is None:
+            raise TypeError("grads is a dict but the parameters were given as a list")
+        missing = [k for k in names if k not in grads]
+        extra = [k for k in grads if k not in set(names)]
+        if missing or extra:
+            raise ValueError(
+                f"grads keys do not match the parameters: missing {missing}, unexpected {extra}"
+            )
+        items = [grads[k] for k in names]
+    elif isinstance(grads, (list, tuple)):
+        items = list(grads)
+    else:
+        raise TypeError(f"grads must be a list or dict of arrays, got {type(grads).__name__}")
+    if len(items) != n:
+        raise ValueError(f"grads has {len(items)} arrays, expected {n} (one per parameter)")
+    out = []
+    for i, g in enumerate(items):
+        a = as_array(g, _label(names, i, "grads"))
+        # Gradients are only read: a non-contiguous one is copied (dtype is checked by _core).
+        out.append(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+    return out
+
+
+def _check_lr(lr: Any) -> float:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
+        raise TypeError(f"lr must be a real number, got {type(lr).__name__}")
+    lr = float(lr)
+    if not math.isfinite(lr):
+        raise ValueError(f"lr must be finite, got {lr}")
+    if lr < 0:
+        raise ValueError(f"lr must be >= 0, got {lr}")
+    return lr
+
+
+class Optimizer:
+    """Base class: parameters, stored gradients, state arrays, ``lr`` and checkpoints.
+
+    Subclasses name their hyperparameters in ``_hyper`` and implement ``_update``, which makes
+    exactly one call into ``_core`` for all tensors.
+    """
+
+    _hyper: tuple[str, ...] = ()
+
+    def __init__(self, params: Params, lr: float, grads: Grads | None = None) -> None:
+        self.params, self._names = _param_list(params)
+        self.grads: list[np.ndarray] | None = (
+            None if grads is None else _grad_list(grads, self._names, len(self.params))
+        )
+        self.lr = lr
+        self.steps = 0
+        """Number of successful steps taken (Adam's bias-correction ``t``)."""
+        self.state: dict[str, list[np.ndarray]] = {}
+        """State arrays by kind (``"exp_avg"``, ...), one per parameter, allocated lazily."""
+
+    @property
+    def lr(self) -> float:
+        """Learning rate used by the next :meth:`step` (schedules set it)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = _check_lr(value)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The hyperparameters, ``lr`` included."""
+        return {"lr": self.lr, **{k: getattr(self, k) for k in self._hyper}}
+
+    def __repr__(self) -> str:
+        hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({len(self.params)} tensors, {hp})"
+
+    # ---- stepping ------------------------------------------------------------------------
+
+    def _state(self, kind: str, created: list[str]) -> list[np.ndarray]:
+        """The state list ``kind``, allocated as zeros on first use (noted in ``created``)."""
+        if kind not in self.state:
+            self.state[kind] = [np.zeros_like(p) for p in self.params]
+            created.append(kind)
+        return self.state[kind]
+
+    def _update(self, grads: list[np.ndarray], created: list[str]) -> None:
+        raise NotImplementedError
+
+    def step(self, grads: Grads | None = None) -> None:
+        """Update every parameter in place with one fused kernel call.
+
+        Parameters
+        ----------
+        grads : list or dict of arrays, optional
+            The gradients, matching the parameters one to one (same shape and dtype); by
+            default the arrays given as ``grads`` at construction.
+
+        Raises
+        ------
+        TypeError, ValueError
+            On a dtype, shape, length, contiguity, writability or overlap mismatch; nothing is
+            modified then (parameters, state and step count stay as they were).
+        """
+        if grads is None:
+            if self.grads is None:
+                raise ValueError("no gradients: pass grads to step() or to the constructor")
+            g = self.grads
+        else:
+            g = _grad_list(grads, self._names, len(self.params))
+        created: list[str] = []
+        try:
+            self._update(g, created)
+        except BaseException:
+            for kind in created:  # a refused first step leaves no state behind
+                del self.state[kind]
+            raise
+        self.steps += 1
+
+    def zero_grad(self) -> None:
+        """Zero the stored gradient arrays (no-op when none were given)."""
+        for g in self.grads or ():
+            g.fill(0)
+
+    # ---- checkpoints ---------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """A snapshot (copies) of everything a resumed run needs to continue bit for bit.
+
+        Keys: ``"type"``, ``"hyperparameters"`` (``lr`` included), ``"steps"``, ``"names"``
+        (the dict keys of the parameters, or None) and ``"state"`` (kind -> list of arrays).
+        The parameters themselves are not included: save them alongside.
+        """
+        return {
+            "type": type(self).__name__,
+            "hyperparameters": self.hyperparameters(),
+            "steps": self.steps,
+            "names": None if self._names is None else list(self._names),
+            "state": {k: [a.copy() for a in v] for k, v in self.state.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; everything is checked before anything is changed."""
+        if state.get("type") != type(self).__name__:
+            raise ValueError(f"state_dict is for {state.get('type')!r}, not {type(self).__name__}")
+        names = state.get("names")
+        if (None if names is None else list(names)) != self._names:
+            raise ValueError("state_dict parameter names do not match this optimizer's")
+        hyper = dict(state["hyperparameters"])
+        if set(hyper) != {"lr", *self._hyper}:
+            raise ValueError(f"state_dict hyperparameters {sorted(hyper)} do not match")
+        lr = _check_lr(hyper["lr"])
+        new_state: dict[str, list[np.ndarray]] = {}
+        for kind, arrays in dict(state["state"]).items():
+            arrays = list(arrays)
+            if len(arrays) != len(self.params):
+                raise ValueError(
+                    f"state {kind!r} has {len(arrays)} arrays, expected {len(self.params)}"
+                )
+            for i, (a, p) in enumerate(zip(arrays, self.params)):
+                a = np.asarray(a)
+                if a.shape != p.shape or a.dtype != p.dtype:
+                    raise ValueError(
+                        f"state {kind!r}[{i}] is {a.dtype}{a.shape}, expected {p.dtype}{p.shape}"
+                    )
+            new_state[kind] = [
+                np.array(a, dtype=p.dtype, order="C", copy=True)
+                for a, p in zip(arrays, self.params)
+            ]
+        steps = int(state["steps"])
+        for k in self._hyper:
+            setattr(self, k, hyper[k])
+        self.lr = lr
+        self.steps = steps
+        self.state = new_state
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent with PyTorch's options (``torch.optim.SGD``).
+
+    .. math::
+        g = \nabla + \lambda w; \quad b = g \text{ (first step)}, \ \
+        b = \mu b + (1 - \tau) g \text{ (after)}; \quad
+        w \leftarrow w - \alpha\,(\text{nesterov} ? g + \mu b : b)
+
+    Parameters
+    ----------
+    params : list or dict of arrays
+        Updated in place.
+    lr : float
+        Learning rate :math:`\alpha`.
+    momentum : float
+        :math:`\mu`; 0 is plain gradient descent (no buffer is kept).
+    dampening : float
+        :math:`\tau`.
+    nesterov : bool
+        Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+    weight_decay : float
+        L2 penalty :math:`\lambda` added to the gradient.
+    grads : list or dict of arrays, optional
+        Stored gradients used by ``step()`` and zeroed by ``zero_grad()``.
+    """
+
+    _hyper = ("momentum", "dampening", "nesterov", "weight_decay")
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        grads: Grads | None = None,
+    ) -> None:
+        super().__init__(params, lr, grads)
+        self.momentum = float(momentum)
+        self.dampening = float(dampening)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = float(weight_decay)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov momentum requires momentum > 0 and dampening == 0")
+
+    def _update(self, grads: list[np.ndarray], created: list[str]) -> None:
+        bufs = None
+        if self.momentum != 0:
+            bufs = self._state("momentum_buffer", created)
+        _core.sgd_update(
+            self.params,
+            grads,
+            bufs,
+            self.lr,
+            self.momentum,
+            self.dampening,
+            self.weight_decay,
+            self.nesterov,
+            bool(created),
+        )
+
+
+class Momentum(Optimizer):
+    r"""Gradient descent with momentum as the course teaches it.
+
+    .. math::
+        v \leftarrow \beta v + (1 - \beta) g, \quad w \leftarrow w - \alpha v
+
+    ``v`` starts at 0: an exponentially weighted average of the gradients over roughly the
+    last :math:`1 / (1 - \beta)` steps, without bias correction.
+
+    Relation to PyTorch: ``torch.optim.SGD(momentum=beta)`` keeps :math:`b = \beta b + g`
+    (:math:`b = g` on the first step, the same as starting from 0) and steps
+    :math:`w \leftarrow w - \alpha' b`. By induction :math:`v = (1 - \beta) b` at every step,
+    so this optimizer at learning rate :math:`\alpha` follows exactly PyTorch's at
+    :math:`\alpha' = \alpha (1 - \beta)`: the course's :math:`1 - \beta` factor is folded into
+    PyTorch's learning rate. (``SGD(momentum=beta, dampening=beta)`` is not the same: its
+    first step sets :math:`b = g` rather than :math:`(1 - \beta) g`.)
+    """
+
+    _hyper = ("beta",)
+
+    def __init__(
+        self, params: Params, lr: float, beta: float = 0.9, grads: Grads | None = None
+    ) -> None:
+        super().__init__(params, lr, grads)
+        self.beta = float(beta)
+        if not 0 <= self.beta < 1:
+            raise ValueError(f"beta must be in [0, 1), got {self.beta}")
+
+    def _update(self, grads: list[np.ndarray], created: list[str]) -> None:
+        _core.momentum_update(
+            self.params, grads, self._state("velocity", created), self.lr, self.beta
+        )
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop with PyTorch's options (``torch.optim.RMSprop``).
+
+    .. math::
+        g = \nabla + \lambda w, \quad s \leftarrow \alpha s + (1 - \alpha) g^2, \quad
+        d = \sqrt{s} + \epsilon \ \ (\text{centered: } \sqrt{s - \bar g^2} + \epsilon,\
+        \bar g \leftarrow \alpha \bar g + (1 - \alpha) g) \\
+        w \leftarrow w - \text{lr}\, g / d \ \ (\text{momentum } \mu > 0:\
+        b \leftarrow \mu b + g / d,\ w \leftarrow w - \text{lr}\, b)
+
+    ``eps`` is added outside the square root, as in PyTorch.
+
+    The course's form, :math:`s \leftarrow \beta_2 s + (1 - \beta_2) g^2`,
+    :math:`w \leftarrow w - \alpha g / (\sqrt{s} + \epsilon)`, is the special case
+    ``alpha = beta2`` without weight decay, centering or momentum: build it with
+    :meth:`RMSprop.course` (``beta2=0.999`` by default, the course's value).
+    """
+
+    _hyper = ("alpha", "eps", "weight_decay", "momentum", "centered")
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 0.01,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        grads: Grads | None = None,
+    ) -> None:
+        super().__init__(params, lr, grads)
+        self.alpha = float(alpha)
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+        self.momentum = float(momentum)
+        self.centered = bool(centered)
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+
+    @classmethod
+    def course(
+        cls,
+        params: Params,
+        lr: float = 0.01,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        grads: Grads | None = None,
+    ) -> RMSprop:
+        r"""The course's RMSprop: :math:`s \leftarrow \beta_2 s + (1 - \beta_2) g^2`,
+        :math:`w \leftarrow w - \alpha g / (\sqrt{s} + \epsilon)` (``alpha = beta2``)."""
+        return cls(params, lr=lr, alpha=beta2, eps=eps, grads=grads)
+
+    def _update(self, grads: list[np.ndarray], created: list[str]) -> None:
+        sq = self._state("square_avg", created)
+        ga = self._state("grad_avg", created) if self.centered else None
+        buf = self._state("momentum_buffer", created) if self.momentum > 0 else None
+        _core.rmsprop_update(
+            self.params,
+            grads,
+            sq,
+            ga,
+            buf,
+            self.lr,
+            self.alpha,
+            self.eps,
+            self.weight_decay,
+            self.momentum,
+            self.centered,
+        )
+
+
+class Adam(Optimizer):
+    r"""Adam with bias correction and PyTorch's options (``torch.optim.Adam``).
+
+    .. math::
+        g = \nabla + \lambda w, \quad m \leftarrow \beta_1 m + (1 - \beta_1) g, \quad
+        v \leftarrow \beta_2 v + (1 - \beta_2) g^2, \\
+        w \leftarrow w - \frac{\alpha}{1 - \beta_1^t}\,
+        \frac{m}{\sqrt{\hat v} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    with :math:`\hat v = v`, or its running maximum with ``amsgrad``. The bias corrections are
+    computed in double precision. ``weight_decay`` is an L2 penalty added to the gradient;
+    for decoupled weight decay use :class:`AdamW`.
+    """
+
+    _hyper = ("betas", "eps", "weight_decay", "amsgrad")
+    _decoupled = False
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        grads: Grads | None = None,
+    ) -> None:
+        super().__init__(params, lr, grads)
+        b1, b2 = betas
+        self.betas = (float(b1), float(b2))
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+        self.amsgrad = bool(amsgrad)
+        for i, b in enumerate(self.betas):
+            if not 0 <= b < 1:
+                raise ValueError(f"betas[{i}] must be in [0, 1), got {b}")
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+
+    def _update(self, grads: list[np.ndarray], created: list[str]) -> None:
+        m = self._state("exp_avg", created)
+        v = self._state("exp_avg_sq", created)
+        vmax = self._state("max_exp_avg_sq", created) if self.amsgrad else None
+        _core.adam_update(
+            self.params,
+            grads,
+            m,
+            v,
+            vmax,
+            self.steps + 1,
+            self.lr,
+            self.betas[0],
+            self.betas[1],
+            self.eps,
+            self.weight_decay,
+            self.amsgrad,
+            self._decoupled,
+        )
+
+
+class AdamW(Adam):
+    r"""Adam with decoupled weight decay (``torch.optim.AdamW``).
+
+    Each step first shrinks the parameters, :math:`w \leftarrow (1 - \alpha\lambda) w`, then
+    takes the Adam step on the raw gradient (the decay is not scaled by the adaptive
+    denominator). Default ``weight_decay=1e-2``.
+    """
+
+    _decoupled = True
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        grads: Grads | None = None,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, grads)
+
+
+def _array_list(arrays: Any, what: str) -> list[np.ndarray]:
+    if isinstance(arrays, np.ndarray):
+        return [arrays]
+    if isinstance(arrays, Mapping):
+        arrays = list(arrays.values())
+    if not isinstance(arrays, (list, tuple)):
+        raise TypeError(f"{what} must be a list or dict of arrays, got {type(arrays).__name__}")
+    return list(arrays)
+
+
+def clip_grad_norm(grads: Grads, max_norm: float, error_if_nonfinite: bool = False) -> float:
+    r"""Scale the gradients in place so their global 2-norm is at most ``max_norm``.
+
+    Like PyTorch's ``clip_grad_norm_``: :math:`n = \sqrt{\sum_i \sum g_i^2}` over all arrays
+    (one deterministic reduction, accumulated in double), then every gradient is multiplied
+    by :math:`\text{max\_norm} / (n + 10^{-6})` when that is below 1.
+
+    Parameters
+    ----------
+    grads : list or dict of arrays (or one array)
+        float32/float64, C-contiguous, writable; modified in place.
+    max_norm : float
+        The largest norm allowed (>= 0).
+    error_if_nonfinite : bool
+        Raise RuntimeError (and leave the gradients alone) when the norm is inf or NaN;
+        otherwise the non-finite coefficient is applied, as PyTorch does.
+
+    Returns
+    -------
+    float
+        The total norm before clipping.
+    """
+    return _core.clip_grad_norm(
+        _array_list(grads, "grads"), float(max_norm), bool(error_if_nonfinite)
+    )
+
+
+def global_norm(arrays: Grads) -> float:
+    """The 2-norm of all elements of all ``arrays`` together (float32/float64, contiguous)."""
+    items = [np.ascontiguousarray(as_array(a, "arrays")) for a in _array_list(arrays, "arrays")]
+    return _core.global_norm(items)
