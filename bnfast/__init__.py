@@ -15,7 +15,17 @@ from bnfast._config import (
     show_config,
     use_isa,
 )
-from bnfast.functional import BatchNormOutput, batch_norm, batch_norm_backward
+from bnfast.functional import (
+    BatchNormOutput,
+    batch_norm,
+    batch_norm_backward,
+    log_softmax,
+    log_softmax_backward,
+    sigmoid_binary_cross_entropy,
+    softmax,
+    softmax_backward,
+    softmax_cross_entropy,
+)
 
 __version__: str = _core.__version__
 
@@ -27,8 +37,14 @@ __all__ = [
     "batch_norm",
     "batch_norm_backward",
     "get_num_threads",
+    "log_softmax",
+    "log_softmax_backward",
     "set_num_threads",
     "show_config",
+    "sigmoid_binary_cross_entropy",
+    "softmax",
+    "softmax_backward",
+    "softmax_cross_entropy",
     "use_isa",
 ]
 

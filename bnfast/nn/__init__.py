@@ -8,6 +8,14 @@ large; an output is therefore valid until the layer's next call.
 """
 
 from bnfast.nn.batchnorm import BatchNorm
+from bnfast.nn.losses import LogSoftmax, SigmoidBinaryCrossEntropy, Softmax, SoftmaxCrossEntropy
 from bnfast.nn.module import Module
 
-__all__ = ["BatchNorm", "Module"]
+__all__ = [
+    "BatchNorm",
+    "LogSoftmax",
+    "Module",
+    "SigmoidBinaryCrossEntropy",
+    "Softmax",
+    "SoftmaxCrossEntropy",
+]
