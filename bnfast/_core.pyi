@@ -1,0 +1,89 @@
+"""Type stubs of the compiled extension bnfast._core (private; use the bnfast package)."""
+
+from typing import Any
+
+import numpy as np
+
+__version__: str
+openmp: bool
+
+def active_isa() -> str: ...
+def compiled_isas() -> list[str]: ...
+def available_isas() -> list[str]: ...
+def set_isa(name: str) -> None: ...
+def get_num_threads() -> int: ...
+def set_num_threads(n: int) -> None: ...
+def empty_kernel_slots() -> list[str]: ...
+
+# ---- batch norm ----
+def batchnorm_fwd_train(
+    x: np.ndarray,
+    axis: int,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+    momentum: float,
+    eps: float,
+    out: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+def batchnorm_fwd_eval(
+    x: np.ndarray,
+    axis: int,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+    eps: float,
+    out: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+def batchnorm_backward(
+    dy: np.ndarray,
+    x: np.ndarray,
+    axis: int,
+    mean: np.ndarray | None,
+    invstd: np.ndarray | None,
+    weight: np.ndarray | None,
+    training: bool,
+    out: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+# ---- softmax / cross-entropy ----
+def softmax(x: np.ndarray, axis: int, log: bool, out: np.ndarray | None) -> np.ndarray:
+    """Softmax (log=False) or log-softmax (log=True) along axis."""
+
+def softmax_backward(
+    y: np.ndarray, dy: np.ndarray, axis: int, log: bool, out: np.ndarray | None
+) -> np.ndarray:
+    """Gradient of softmax / log-softmax from the forward output y."""
+
+def softmax_xent(
+    logits: np.ndarray,
+    target: np.ndarray,
+    axis: int,
+    weight: np.ndarray | None,
+    ignore_index: int,
+    reduction: int,
+    label_smoothing: float,
+    grad_output: Any,
+    out: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(loss, dloss/dlogits); target int32/int64 class indices or float probabilities;
+    reduction 0 none, 1 mean, 2 sum; grad_output a float (mean/sum) or per-row array (none)."""
+
+def sigmoid_bce(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    weight: np.ndarray | None,
+    pos_weight: np.ndarray | None,
+    reduction: int,
+    grad_output: Any,
+    out: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(loss, dloss/dlogits); weight/pos_weight of the input's size or of its last axis."""
+
+def vmath_exp(x: np.ndarray) -> np.ndarray:
+    """The kernels' vectorized exp (vmath.h) elementwise, for measuring its error."""
+
+def vmath_log(x: np.ndarray) -> np.ndarray:
+    """The kernels' vectorized log (vmath.h) elementwise, for measuring its error."""
