@@ -22,7 +22,17 @@ from bnfast._config import (
     show_config,
     use_isa,
 )
-from bnfast.functional import BatchNormOutput, batch_norm, batch_norm_backward
+from bnfast.functional import (
+    BatchNormOutput,
+    batch_norm,
+    batch_norm_backward,
+    log_softmax,
+    log_softmax_backward,
+    sigmoid_binary_cross_entropy,
+    softmax,
+    softmax_backward,
+    softmax_cross_entropy,
+)
 
 __version__: str = _core.__version__
 
@@ -34,11 +44,17 @@ __all__ = [
     "batch_norm",
     "batch_norm_backward",
     "get_num_threads",
+    "log_softmax",
+    "log_softmax_backward",
     "nn",
     "optim",
     "reference",
     "set_num_threads",
     "show_config",
+    "sigmoid_binary_cross_entropy",
+    "softmax",
+    "softmax_backward",
+    "softmax_cross_entropy",
     "use_isa",
 ]
 

@@ -5,6 +5,7 @@ before writing anything and releases the GIL around the kernel.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -109,3 +110,43 @@ def clip_grad_norm(
     grads: Sequence[np.ndarray], max_norm: float, error_if_nonfinite: bool
 ) -> float: ...
 def global_norm(arrays: Sequence[np.ndarray]) -> float: ...
+
+# ---- softmax / cross-entropy ----
+def softmax(x: np.ndarray, axis: int, log: bool, out: np.ndarray | None) -> np.ndarray:
+    """Softmax (log=False) or log-softmax (log=True) along axis."""
+
+def softmax_backward(
+    y: np.ndarray, dy: np.ndarray, axis: int, log: bool, out: np.ndarray | None
+) -> np.ndarray:
+    """Gradient of softmax / log-softmax from the forward output y."""
+
+def softmax_xent(
+    logits: np.ndarray,
+    target: np.ndarray,
+    axis: int,
+    weight: np.ndarray | None,
+    ignore_index: int,
+    reduction: int,
+    label_smoothing: float,
+    grad_output: Any,
+    out: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(loss, dloss/dlogits); target int32/int64 class indices or float probabilities;
+    reduction 0 none, 1 mean, 2 sum; grad_output a float (mean/sum) or per-row array (none)."""
+
+def sigmoid_bce(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    weight: np.ndarray | None,
+    pos_weight: np.ndarray | None,
+    reduction: int,
+    grad_output: Any,
+    out: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(loss, dloss/dlogits); weight/pos_weight of the input's size or of its last axis."""
+
+def vmath_exp(x: np.ndarray) -> np.ndarray:
+    """The kernels' vectorized exp (vmath.h) elementwise, for measuring its error."""
+
+def vmath_log(x: np.ndarray) -> np.ndarray:
+    """The kernels' vectorized log (vmath.h) elementwise, for measuring its error."""

@@ -14,12 +14,18 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bnfast import _core
-from bnfast._arrays import float_input, inplace, optional_input
+from bnfast._arrays import as_array, float_input, inplace, optional_input
 
 __all__ = [
     "BatchNormOutput",
     "batch_norm",
     "batch_norm_backward",
+    "log_softmax",
+    "log_softmax_backward",
+    "sigmoid_binary_cross_entropy",
+    "softmax",
+    "softmax_backward",
+    "softmax_cross_entropy",
 ]
 
 
@@ -139,3 +145,233 @@ def batch_norm_backward(
     invstd = float_input(invstd, "invstd", x.dtype)
     weight = optional_input(weight, "weight", x.dtype)
     return _core.batchnorm_backward(dy, x, axis, mean, invstd, weight, bool(training), out)
+
+
+# ---- softmax and cross-entropy ------------------------------------------------------------------
+
+_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+
+
+def _reduction(reduction: str) -> int:
+    try:
+        return _REDUCTIONS[reduction]
+    except (KeyError, TypeError):
+        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}") from None
+
+
+def softmax(x: Any, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
+    """Softmax along ``axis``, computed as ``exp(x - max) / sum`` (never overflows).
+
+    Parameters
+    ----------
+    x : array_like, float32 or float64
+        Any shape; ``axis`` is the class axis (viewed as ``(A, K, B)`` like batch norm).
+    axis : int
+        The axis to normalize over.
+    out : ndarray, optional
+        Where to write the result (may be ``x`` itself).
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype as ``x``. A row of all ``-inf`` gives zeros; NaN in a row makes
+        that row NaN; ``+inf`` entries give NaN (as in PyTorch).
+    """
+    x = float_input(x, "x")
+    return _core.softmax(x, int(axis), False, out)
+
+
+def log_softmax(x: Any, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
+    """Log-softmax along ``axis``: ``x - max - log(sum(exp(x - max)))`` in that order.
+
+    A row of all ``-inf`` gives ``-inf``; otherwise as :func:`softmax`.
+    """
+    x = float_input(x, "x")
+    return _core.softmax(x, int(axis), True, out)
+
+
+def softmax_backward(y: Any, dy: Any, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
+    """Gradient of :func:`softmax` from its output ``y``: ``y * (dy - sum(y * dy))``.
+
+    ``out`` may be ``y`` or ``dy`` itself.
+    """
+    y = float_input(y, "y")
+    dy = float_input(dy, "dy", y.dtype)
+    return _core.softmax_backward(y, dy, int(axis), False, out)
+
+
+def log_softmax_backward(
+    y: Any, dy: Any, axis: int = -1, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Gradient of :func:`log_softmax` from its output ``y``: ``dy - exp(y) * sum(dy)``."""
+    y = float_input(y, "y")
+    dy = float_input(dy, "dy", y.dtype)
+    return _core.softmax_backward(y, dy, int(axis), True, out)
+
+
+def _class_target(target: Any) -> np.ndarray:
+    t = as_array(target, "target")
+    if t.dtype.kind == "b" or t.dtype.kind not in "iuf":
+        raise TypeError(
+            f"target must be integer class indices or float probabilities, got {t.dtype}"
+        )
+    if t.dtype.kind == "f":
+        return np.ascontiguousarray(t)  # probabilities have the logits' shape (ndim >= 1)
+    big = t.dtype.kind == "u" and t.dtype.itemsize == 8 and t.size > 0
+    if big and t.max() > np.iinfo(np.int64).max:
+        raise IndexError(f"target holds {t.max()}, out of range for any number of classes")
+    if t.dtype.kind == "u" or t.dtype.itemsize not in (4, 8) or not t.dtype.isnative:
+        return t.astype(np.int64)
+    return t if t.flags.c_contiguous else t.copy(order="C")  # keeps 0-d targets 0-d
+
+
+def softmax_cross_entropy(
+    logits: Any,
+    target: Any,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    grad_output: Any = None,
+    axis: int = 1,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax cross-entropy and its gradient w.r.t. the logits, in one pass over the logits.
+
+    PyTorch's ``F.cross_entropy`` semantics for every option.
+
+    Parameters
+    ----------
+    logits : array_like, float32 or float64
+        ``(N, K)``, ``(N, K, d1, ...)`` (class axis 1) or ``(K,)``; ``axis`` is the class axis.
+    target : array_like
+        Class indices of any integer dtype with the logits' shape without the class axis, each
+        in ``[0, K)`` or equal to ``ignore_index``; or probabilities of the logits' shape and
+        dtype.
+    weight : array_like of shape (K,), optional
+        Per-class weights; ``mean`` then divides by the sum of the weights of the rows kept.
+    ignore_index : int
+        Class-index rows equal to it contribute nothing (loss 0, gradient 0).
+    reduction : {"mean", "sum", "none"}
+        ``none`` returns one loss per row (the target's shape).
+    label_smoothing : float in [0, 1]
+        Mixes the target with the uniform distribution.
+    grad_output : float or array_like, optional
+        Upstream gradient: a scalar for ``mean``/``sum``, one value per row for ``none``.
+    axis : int
+        The class axis.
+    out : ndarray, optional
+        Where to write the gradient (reused buffers avoid page faults on large inputs).
+
+    Returns
+    -------
+    loss : ndarray
+        0-d for ``mean``/``sum``, the target's shape for ``none``.
+    grad : ndarray
+        ``d(loss)/d(logits)`` (times ``grad_output``), the logits' shape.
+
+    Raises
+    ------
+    IndexError
+        A class index out of range (names the row); raised before anything is written.
+    TypeError
+        Non-float logits, a weight of another dtype, boolean or non-numeric targets.
+    ValueError
+        Wrong shapes, ``label_smoothing`` outside [0, 1], an unknown ``reduction``.
+
+    Notes
+    -----
+    Defined results where PyTorch gives NaN: a row of all ``-inf`` logits has loss ``+inf`` and
+    gradient ``-target`` (its softmax is taken as 0); probability-target entries equal to 0
+    contribute 0 even where the logit is ``-inf``. Like PyTorch, ``mean`` over rows that are all
+    ignored (nothing to average) gives a NaN loss; the gradient is then 0.
+    """
+    x = float_input(logits, "logits")
+    t = _class_target(target)
+    if t.dtype.kind == "f" and t.dtype != x.dtype:
+        raise TypeError(f"probability target must be {x.dtype} like the logits, got {t.dtype}")
+    w = optional_input(weight, "weight", x.dtype)
+    red = _reduction(reduction)
+    if grad_output is not None and red == 0:
+        grad_output = float_input(grad_output, "grad_output", x.dtype)
+    elif grad_output is not None:
+        grad_output = float(grad_output)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    return _core.softmax_xent(
+        x, t, int(axis), w, int(ignore_index), red, float(label_smoothing), grad_output, out
+    )
+
+
+def _bce_param(obj: Any, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """A weight broadcast to the input: kept as a (C,) vector when it varies only along the last
+    axis, else materialized to the full shape."""
+    if obj is None:
+        return None
+    a = as_array(obj, name)
+    if a.dtype.kind not in "iuf" or a.dtype.kind == "b":
+        raise TypeError(f"{name} must be a float array, got {a.dtype}")
+    a = a.astype(dtype, copy=False)
+    try:
+        np.broadcast_shapes(a.shape, shape)
+    except ValueError:
+        raise ValueError(f"{name} of shape {a.shape} does not broadcast to {shape}") from None
+    if np.broadcast_shapes(a.shape, shape) != shape:
+        raise ValueError(f"{name} of shape {a.shape} does not broadcast to {shape}")
+    c = shape[-1] if shape else 1
+    if all(d == 1 for d in a.shape[:-1]) and len(shape) >= 1:
+        return np.ascontiguousarray(np.broadcast_to(a.reshape(a.shape[-1:] or (1,)), (c,)))
+    return np.ascontiguousarray(np.broadcast_to(a, shape))
+
+
+def sigmoid_binary_cross_entropy(
+    logits: Any,
+    targets: Any,
+    weight: Any = None,
+    pos_weight: Any = None,
+    reduction: str = "mean",
+    grad_output: Any = None,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Binary cross-entropy of ``sigmoid(logits)`` per element, and its gradient.
+
+    One independent binary classifier per class, for labels that are not mutually exclusive.
+    PyTorch's ``F.binary_cross_entropy_with_logits`` semantics, stable form
+    ``max(x, 0) - x*y + log1p(exp(-|x|))``.
+
+    Parameters
+    ----------
+    logits : array_like, float32 or float64
+        Any shape.
+    targets : array_like
+        Same shape; cast to the logits' dtype (0/1 labels or probabilities).
+    weight : array_like, optional
+        Broadcast to the input's shape; multiplies the loss of each element.
+    pos_weight : array_like, optional
+        Weight of the positive term, broadcast along the last axis (one per class).
+    reduction : {"mean", "sum", "none"}
+        ``mean`` divides by the number of elements.
+    grad_output : float or array_like, optional
+        Upstream gradient (per element for ``none``).
+    out : ndarray, optional
+        Where to write the gradient.
+
+    Returns
+    -------
+    loss, grad : ndarray
+    """
+    x = float_input(logits, "logits")
+    y = as_array(targets, "targets")
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"targets must be numeric, got {y.dtype}")
+    if y.shape != x.shape:
+        raise ValueError(f"targets must have the logits' shape {x.shape}, got {y.shape}")
+    y = np.ascontiguousarray(y, dtype=x.dtype)
+    w = _bce_param(weight, "weight", x.shape, x.dtype)
+    pw = _bce_param(pos_weight, "pos_weight", x.shape, x.dtype)
+    red = _reduction(reduction)
+    if grad_output is not None and red == 0:
+        grad_output = float_input(grad_output, "grad_output", x.dtype)
+    elif grad_output is not None:
+        grad_output = float(grad_output)
+    return _core.sigmoid_bce(x, y, w, pw, red, grad_output, out)

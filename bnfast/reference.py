@@ -16,10 +16,16 @@ __all__ = [
     "batch_norm_eval",
     "batch_norm_train",
     "clip_grad_norm",
+    "log_softmax",
+    "log_softmax_backward",
     "momentum_course",
     "rmsprop",
     "rmsprop_course",
     "sgd",
+    "sigmoid_binary_cross_entropy",
+    "softmax",
+    "softmax_backward",
+    "softmax_cross_entropy",
 ]
 
 
@@ -328,3 +334,155 @@ def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> tuple[list[np.nd
     if coef < 1 or not np.isfinite(coef):
         return [g * g.dtype.type(coef) for g in grads], total
     return [g.copy() for g in grads], total
+
+
+# ---- softmax and cross-entropy ------------------------------------------------------------------
+
+
+def _shifted(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """``z = x - max`` (max taken as 0 in an all -inf row) and ``log(sum(exp(z)))``."""
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isneginf(m), 0, m)
+    z = x - m
+    with np.errstate(divide="ignore"):
+        s = np.sum(np.exp(z), axis=axis, keepdims=True)
+        ls = np.log(s)
+    return z, ls
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    r"""Softmax along ``axis``: :math:`y_k = e^{x_k - m} / \sum_j e^{x_j - m}`, :math:`m = \max x`.
+
+    An all -inf row gives zeros; NaN in a row makes that row NaN.
+    """
+    z, ls = _shifted(x, axis)
+    e = np.exp(z)
+    s = np.exp(ls)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = np.where(s == 0, 0, e / s)
+    return y.astype(x.dtype, copy=False)
+
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    r"""Log-softmax along ``axis``: :math:`y_k = (x_k - m) - \log \sum_j e^{x_j - m}`, in that
+    order. An all -inf row gives -inf."""
+    z, ls = _shifted(x, axis)
+    y = z - np.where(np.isneginf(ls), 0, ls)
+    return y.astype(x.dtype, copy=False)
+
+
+def softmax_backward(y: np.ndarray, dy: np.ndarray, axis: int = -1) -> np.ndarray:
+    r""":math:`dx = y \odot (dy - \sum_k y_k dy_k)` from the softmax output ``y``."""
+    return (y * (dy - np.sum(y * dy, axis=axis, keepdims=True))).astype(y.dtype, copy=False)
+
+
+def log_softmax_backward(y: np.ndarray, dy: np.ndarray, axis: int = -1) -> np.ndarray:
+    r""":math:`dx = dy - e^{y} \sum_k dy_k` from the log-softmax output ``y``."""
+    return (dy - np.exp(y) * np.sum(dy, axis=axis, keepdims=True)).astype(y.dtype, copy=False)
+
+
+def softmax_cross_entropy(
+    logits: np.ndarray,
+    target: np.ndarray,
+    weight: np.ndarray | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    grad_output: np.ndarray | float | None = None,
+    axis: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Cross-entropy of ``softmax(logits)`` along ``axis`` and its gradient (PyTorch semantics).
+
+    With :math:`\ell = -\log\mathrm{softmax}(x)`, class weights :math:`w` (1 if None),
+    :math:`\epsilon` = ``label_smoothing`` and :math:`K` classes, per row:
+
+    - class target :math:`y`:
+      :math:`(1-\epsilon) w_y \ell_y + \frac{\epsilon}{K}\sum_k w_k \ell_k`; rows with
+      ``target == ignore_index`` give 0; ``mean`` divides by :math:`\sum w_{y}` over kept rows.
+    - probability target :math:`t` (the logits' shape), :math:`t' = (1-\epsilon)t + \epsilon/K`:
+      :math:`\sum_k w_k t'_k \ell_k` (entries with :math:`t'_k = 0` contribute 0); ``mean``
+      divides by the number of rows.
+
+    An all -inf row has loss +inf and gradient ``-target`` (softmax taken as 0). When ``mean``
+    has nothing to divide by (every row ignored) the loss is NaN and the gradient 0.
+    ``grad_output`` scales the gradient (per row for ``reduction="none"``).
+    """
+    x = logits
+    ax = axis % x.ndim
+    k = x.shape[ax]
+    wshape = tuple(k if i == ax else 1 for i in range(x.ndim))
+    w = np.ones(k, x.dtype) if weight is None else weight
+    wb = w.reshape(wshape)
+    p = softmax(x, ax)
+    lsm = log_softmax(x, ax)
+    with np.errstate(invalid="ignore"):
+        nll = np.where(np.isneginf(lsm), np.inf, -lsm)
+    if np.issubdtype(target.dtype, np.floating):
+        t = target * (1 - label_smoothing) + label_smoothing / k
+        wt = wb * t
+        with np.errstate(invalid="ignore"):
+            per = np.sum(np.where(wt == 0, 0, wt * nll), axis=ax)
+        coef = np.sum(wt, axis=ax, keepdims=True)
+        grad = coef * p - wt
+        divisor = per.size
+        live = np.ones(per.shape, bool)
+    else:
+        live = target != ignore_index
+        y = np.where(live, target, 0).astype(np.int64)
+        yk = np.expand_dims(y, ax)
+        onehot = np.zeros(x.shape, bool)
+        np.put_along_axis(onehot, yk, True, axis=ax)
+        wy = np.where(live, w[y], 0)
+        nll_y = np.take_along_axis(nll, yk, axis=ax).squeeze(ax)
+        per = (1 - label_smoothing) * wy * nll_y
+        if label_smoothing:
+            per = per + label_smoothing / k * np.sum(wb * nll, axis=ax)
+        per = np.where(live, per, 0)
+        a = np.expand_dims((1 - label_smoothing) * wy, ax)
+        grad = (a + label_smoothing / k * np.sum(w)) * p - a * onehot - label_smoothing / k * wb
+        grad = np.where(np.expand_dims(live, ax), grad, 0)
+        divisor = float(np.sum(wy))
+    if reduction == "none":
+        g = 1.0 if grad_output is None else np.expand_dims(np.asarray(grad_output), ax)
+        return per.astype(x.dtype), (grad * g).astype(x.dtype)
+    g = 1.0 if grad_output is None else float(grad_output)
+    total = float(np.sum(per))
+    if reduction == "sum":
+        return np.asarray(total, x.dtype), (grad * g).astype(x.dtype)
+    if divisor == 0:
+        return np.asarray(np.nan, x.dtype), np.zeros_like(x)
+    return np.asarray(total / divisor, x.dtype), (grad * (g / divisor)).astype(x.dtype)
+
+
+def sigmoid_binary_cross_entropy(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    weight: np.ndarray | None = None,
+    pos_weight: np.ndarray | None = None,
+    reduction: str = "mean",
+    grad_output: np.ndarray | float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Binary cross-entropy of ``sigmoid(logits)`` per element, and its gradient.
+
+    With :math:`c = 1 + (p_w - 1) y`:
+    :math:`w\,[(1 - y)x + c(\log(1 + e^{-|x|}) + \max(-x, 0))]`, which for :math:`p_w = 1` is the
+    stable :math:`\max(x, 0) - xy + \log(1 + e^{-|x|})`; gradient
+    :math:`w\,(c\,\sigma(x) - p_w y)`. ``weight`` broadcasts to the input, ``pos_weight`` along
+    the last axis. ``mean`` divides by the number of elements.
+    """
+    x, y = logits, targets
+    pw = 1.0 if pos_weight is None else pos_weight
+    w = 1.0 if weight is None else weight
+    c = 1 + (pw - 1) * y
+    with np.errstate(over="ignore", invalid="ignore"):
+        loss = w * ((1 - y) * x + c * (np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0)))
+        sig = 1 / (1 + np.exp(-x))
+    grad = w * (c * sig - pw * y)
+    if reduction == "none":
+        g = 1.0 if grad_output is None else grad_output
+        return loss.astype(x.dtype), (grad * g).astype(x.dtype)
+    g = 1.0 if grad_output is None else float(grad_output)
+    if reduction == "sum":
+        return np.asarray(np.sum(loss), x.dtype), (grad * g).astype(x.dtype)
+    n = x.size
+    return np.asarray(np.sum(loss) / n, x.dtype), (grad * (g / n)).astype(x.dtype)

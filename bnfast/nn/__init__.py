@@ -9,6 +9,20 @@ large; an output is therefore valid until the layer's next call.
 
 from bnfast.nn.batchnorm import BatchNorm
 from bnfast.nn.layers import Dropout, Linear, ReLU, Sequential, Tanh, mlp
+from bnfast.nn.losses import LogSoftmax, SigmoidBinaryCrossEntropy, Softmax, SoftmaxCrossEntropy
 from bnfast.nn.module import Module
 
-__all__ = ["BatchNorm", "Dropout", "Linear", "Module", "ReLU", "Sequential", "Tanh", "mlp"]
+__all__ = [
+    "BatchNorm",
+    "Dropout",
+    "Linear",
+    "LogSoftmax",
+    "Module",
+    "ReLU",
+    "Sequential",
+    "SigmoidBinaryCrossEntropy",
+    "Softmax",
+    "SoftmaxCrossEntropy",
+    "Tanh",
+    "mlp",
+]

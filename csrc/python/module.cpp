@@ -3,6 +3,7 @@
 
 #include "bnfast/batchnorm.h"
 #include "bnfast/optim.h"
+#include "bnfast/softmax.h"
 #include "common.h"
 
 namespace bnfast {
@@ -85,8 +86,10 @@ PYBIND11_MODULE(_core, m) {
     py::list r;
     find_empty(r, "batchnorm", &batchnorm_kernels_of);
     find_empty(r, "optim", &optim_kernels_of);
+    find_empty(r, "softmax", &softmax_kernels_of);
     return r;
   });
   bind_batchnorm(m);
   bind_optim(m);
+  bind_softmax(m);
 }

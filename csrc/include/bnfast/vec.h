@@ -8,8 +8,9 @@
 // Vec<T> is one SIMD register of T (float or double): N lanes, a Mask type, loads and stores
 // (full, partial with n < N lanes for tails, masked so they never touch memory past the end;
 // masked-off lanes read 0 or a given fill value),
-// arithmetic, fma, sqrt, min/max, compare/select and horizontal sums; stream() is a
-// non-temporal store for large fresh outputs (followed by stream_fence()).
+// arithmetic, fma, sqrt, min/max, compare/select, horizontal sums, bit operations on the
+// lanes' IEEE representation (and/or, logical shifts) for the range reductions of vmath.h, and
+// stream(), a non-temporal store for large fresh outputs (followed by stream_fence()).
 #pragma once
 
 #ifndef BNFAST_NS
@@ -18,6 +19,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "bnfast/isa.h"
 
@@ -126,6 +128,48 @@ inline T reduce_max(Vec<T> a) {
 template <class T>
 inline T reduce_min(Vec<T> a) {
   return a.v;
+}
+
+// Bit operations on each lane's IEEE-754 representation (shifts are logical).
+namespace detail {
+template <class T>
+struct Bits;
+template <>
+struct Bits<float> {
+  using U = std::uint32_t;
+};
+template <>
+struct Bits<double> {
+  using U = std::uint64_t;
+};
+template <class T>
+inline typename Bits<T>::U to_bits(T x) {
+  typename Bits<T>::U u;
+  std::memcpy(&u, &x, sizeof(T));
+  return u;
+}
+template <class T>
+inline T from_bits(typename Bits<T>::U u) {
+  T x;
+  std::memcpy(&x, &u, sizeof(T));
+  return x;
+}
+}  // namespace detail
+template <class T>
+inline Vec<T> bit_and(Vec<T> a, Vec<T> b) {
+  return {detail::from_bits<T>(detail::to_bits(a.v) & detail::to_bits(b.v))};
+}
+template <class T>
+inline Vec<T> bit_or(Vec<T> a, Vec<T> b) {
+  return {detail::from_bits<T>(detail::to_bits(a.v) | detail::to_bits(b.v))};
+}
+template <class T>
+inline Vec<T> shift_left(Vec<T> a, int n) {
+  return {detail::from_bits<T>(detail::to_bits(a.v) << n)};
+}
+template <class T>
+inline Vec<T> shift_right(Vec<T> a, int n) {
+  return {detail::from_bits<T>(detail::to_bits(a.v) >> n)};
 }
 
 #elif defined(BNFAST_TARGET_AVX2)
@@ -238,6 +282,19 @@ inline double reduce_min(Vec<double> a) {
   return _mm_cvtsd_f64(_mm_min_sd(s, _mm_unpackhi_pd(s, s)));
 }
 
+#define BNFAST_VEC_BITS(T, S, W)                                                       \
+  inline Vec<T> bit_and(Vec<T> a, Vec<T> b) { return {_mm256_and_##S(a.v, b.v)}; }     \
+  inline Vec<T> bit_or(Vec<T> a, Vec<T> b) { return {_mm256_or_##S(a.v, b.v)}; }       \
+  inline Vec<T> shift_left(Vec<T> a, int n) {                                          \
+    return {_mm256_castsi256_##S(_mm256_slli_epi##W(_mm256_cast##S##_si256(a.v), n))}; \
+  }                                                                                    \
+  inline Vec<T> shift_right(Vec<T> a, int n) {                                         \
+    return {_mm256_castsi256_##S(_mm256_srli_epi##W(_mm256_cast##S##_si256(a.v), n))}; \
+  }
+BNFAST_VEC_BITS(float, ps, 32)
+BNFAST_VEC_BITS(double, pd, 64)
+#undef BNFAST_VEC_BITS
+
 #elif defined(BNFAST_TARGET_AVX512)
 
 // Orders this thread's non-temporal stores before whatever follows.
@@ -316,6 +373,25 @@ struct Vec<double> {
 BNFAST_VEC_OPS(float, ps)
 BNFAST_VEC_OPS(double, pd)
 #undef BNFAST_VEC_OPS
+
+#define BNFAST_VEC_BITS(T, S, W)                                                       \
+  inline Vec<T> bit_and(Vec<T> a, Vec<T> b) {                                          \
+    return {_mm512_castsi512_##S(                                                      \
+        _mm512_and_si512(_mm512_cast##S##_si512(a.v), _mm512_cast##S##_si512(b.v)))};  \
+  }                                                                                    \
+  inline Vec<T> bit_or(Vec<T> a, Vec<T> b) {                                           \
+    return {_mm512_castsi512_##S(                                                      \
+        _mm512_or_si512(_mm512_cast##S##_si512(a.v), _mm512_cast##S##_si512(b.v)))};   \
+  }                                                                                    \
+  inline Vec<T> shift_left(Vec<T> a, int n) {                                          \
+    return {_mm512_castsi512_##S(_mm512_slli_epi##W(_mm512_cast##S##_si512(a.v), n))}; \
+  }                                                                                    \
+  inline Vec<T> shift_right(Vec<T> a, int n) {                                         \
+    return {_mm512_castsi512_##S(_mm512_srli_epi##W(_mm512_cast##S##_si512(a.v), n))}; \
+  }
+BNFAST_VEC_BITS(float, ps, 32)
+BNFAST_VEC_BITS(double, pd, 64)
+#undef BNFAST_VEC_BITS
 
 #else
 #error "unknown BNFAST_TARGET"

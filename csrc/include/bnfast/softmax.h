@@ -1,0 +1,112 @@
+// Softmax, log-softmax, softmax cross-entropy and sigmoid binary cross-entropy kernels.
+//
+// x is any contiguous array viewed as (A, K, B) along the class axis: row (a, b) holds the K
+// values x[a, k, b], k = 0..K-1 (stride B). (N, K) is A=N, B=1; (N, K, d1, ...) with the class
+// axis 1 is A=N, B=d1*...
+//
+// Conventions for degenerate rows (all kernels agree):
+//  - a row whose entries are all -inf: softmax 0, log-softmax -inf, cross-entropy loss +inf
+//    (the target has probability 0) and gradient softmax - target = -target (scaled);
+//  - NaN anywhere in a row makes that row's outputs NaN; other rows are unaffected;
+//  - probability-target entries equal to 0 contribute nothing (0 * log 0 = 0).
+#pragma once
+
+#include <cstdint>
+
+#include "bnfast/batchnorm.h"  // Shape3
+#include "bnfast/isa.h"
+
+namespace bnfast {
+
+// y = softmax(x) or log_softmax(x) along K.
+template <class T>
+struct SoftmaxArgs {
+  const T* x;
+  T* y;  // may equal x
+  Shape3 s;
+  bool log;
+};
+
+// Backward from the forward output y and upstream dy:
+//   softmax:     dx = y * (dy - sum_k y*dy)
+//   log_softmax: dx = dy - exp(y) * sum_k dy
+template <class T>
+struct SoftmaxBackwardArgs {
+  const T* y;
+  const T* dy;
+  T* dx;  // may equal dy or y
+  Shape3 s;
+  bool log;
+};
+
+enum class TargetKind : int { i32 = 0, i64 = 1, prob = 2 };
+enum class Reduction : int { none = 0, mean = 1, sum = 2 };
+
+// Cross-entropy of softmax(x) against class indices (shape (A, B), already validated: each is
+// in [0, K) or equals ignore_index) or probabilities (shape of x), with its gradient, in one
+// pass over x. Per row, with p = softmax(x), w the class weights (1 if null), eps the label
+// smoothing and L = logsumexp(x):
+//   index y: loss = (1-eps) w_y (L - x_y) + eps/K sum_k w_k (L - x_k);
+//            dloss/dx_j = p_j ((1-eps) w_y + eps/K sum_k w_k) - (1-eps) w_y [j=y] - eps/K w_j
+//   probabilities t, t' = (1-eps) t + eps/K:
+//            loss = sum_k w_k t'_k (L - x_k);  dloss/dx_j = p_j sum_k w_k t'_k - w_j t'_j
+// Ignored rows have loss 0 and gradient 0. The gradient of row r is multiplied by
+// row_scale * (grad_output[r] if given). row_loss (nullable) receives the per-row losses; the
+// sum over rows is accumulated in double in a fixed order (bitwise the same for any thread
+// count) into *loss_sum.
+template <class T>
+struct XentArgs {
+  const T* x;
+  Shape3 s;
+  TargetKind kind;
+  const void* target;
+  const T* weight;  // nullable, length K
+  std::int64_t ignore_index;
+  double label_smoothing;
+  double row_scale;
+  const T* grad_output;  // nullable, length A*B
+  T* grad;               // shape of x
+  T* row_loss;           // nullable, length A*B
+  double* loss_sum;
+};
+
+// Sigmoid binary cross-entropy per element, with c = 1 + (pos_weight - 1) y:
+//   loss = w * ((1 - y) x + c * (log1p(exp(-|x|)) + max(-x, 0)))
+//   dloss/dx = w * (c * sigmoid(x) - pos_weight * y)
+// weight and pos_weight are null, length n (full shape) or length C (the last axis, index i % C).
+template <class T>
+struct BceArgs {
+  const T* x;
+  const T* y;
+  std::int64_t n;
+  std::int64_t C;  // length of the last axis (>= 1)
+  const T* weight;
+  bool weight_full;
+  const T* pos_weight;
+  bool pos_weight_full;
+  double elem_scale;     // gradient factor for every element (1/n for mean)
+  const T* grad_output;  // nullable, length n
+  T* grad;
+  T* elem_loss;  // nullable, length n
+  double* loss_sum;
+};
+
+template <class T>
+struct SoftmaxFns {
+  void (*softmax)(const SoftmaxArgs<T>&);
+  void (*backward)(const SoftmaxBackwardArgs<T>&);
+  void (*xent)(const XentArgs<T>&);
+  void (*bce)(const BceArgs<T>&);
+  // The vectorized exp and log of vmath.h over n values (for measuring their error).
+  void (*exp)(const T* x, T* y, std::int64_t n);
+  void (*log)(const T* x, T* y, std::int64_t n);
+};
+
+struct SoftmaxKernels {
+  SoftmaxFns<float> f32;
+  SoftmaxFns<double> f64;
+};
+
+BNFAST_DECLARE_KERNELS(SoftmaxKernels, softmax_kernels)
+
+}  // namespace bnfast

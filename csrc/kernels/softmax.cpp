@@ -1,0 +1,787 @@
+// Softmax, log-softmax (forward and backward), softmax cross-entropy with its gradient, and
+// sigmoid binary cross-entropy; one source compiled for every ISA.
+//
+// Math per row (K values x_k): m = max x_k (0 instead when the row is all -inf, so -inf - m
+// stays -inf and never becomes NaN), z_k = x_k - m, e_k = exp(z_k), s = sum e_k, L = log s:
+//   softmax = e_k / s, log_softmax = z_k - L (x - max - log(sum), in that order), and the
+// cross-entropy of a target y is L - z_y (formulas of every option in softmax.h). Logits of
+// 1e30 or 1e8 stay exact in z; s >= 1 unless the row is all -inf (s = 0, handled explicitly).
+//
+// Two traversals of the (A, K, B) view, chosen from the shape:
+//  - rows (B == 1): each row is contiguous; vector lanes run along the row. Rows are taken in
+//    groups of N (the vector width; 1 when a row is over 1 KiB) so that the per-row scalar
+//    work (log of the sum, loss, gradient coefficients) is done N rows at once in vectors.
+//  - columns (B > 1): lanes run along b, one lane per row, the K values of a row are B apart.
+//  - tiled (B == 1, rows of at most kTileMaxRowBytes): a unit of rows is transposed into a
+//    (K, rows) tile in cache and run through the columns traversal, then the result is
+//    transposed back: still one read of the input and one write of the output in memory.
+// Passes over memory: one read of the logits (pass 1 max, pass 2 exp writing e into the output,
+// pass 3 scaling it in place re-read from cache: a row or a group of rows stays in L1/L2).
+// Work units are fixed runs of rows (about kUnitBytes of logits) that depend only on the shape;
+// each unit sums its row losses in double in row order and the units are added in unit order,
+// so the loss is bitwise the same for any thread count. Tails use partial (masked) loads and
+// stores; masked-off lanes are loaded as -inf (max, exp) or 0 and never reach a result.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "bnfast/softmax.h"
+#include "bnfast/vec.h"
+#include "bnfast/vmath.h"
+
+namespace bnfast {
+namespace BNFAST_NS {
+namespace {
+
+constexpr i64 kUnitBytes = 32 * 1024;
+constexpr i64 kGroupMaxRowBytes = 1024;
+constexpr int kUnitMultiple = 16;  // unit sizes are multiples of every ISA's group size
+// Rows this short are transposed into a (K, rows) tile and run through the columns traversal:
+// one lane per row removes the per-row horizontal reductions, whose latency would otherwise
+// bound the small-K case (K = 10: 4x faster).
+constexpr i64 kTileMaxRowBytes = 128;
+
+// tile[k * n + i] = src[i * K + k] for n rows of K values, and back.
+template <class T>
+inline void tile_in(const T* src, T* tile, i64 n, i64 K) {
+  for (i64 i = 0; i < n; ++i) {
+    for (i64 k = 0; k < K; ++k) tile[k * n + i] = src[i * K + k];
+  }
+}
+template <class T>
+inline void tile_out(const T* tile, T* dst, i64 n, i64 K) {
+  for (i64 i = 0; i < n; ++i) {
+    for (i64 k = 0; k < K; ++k) dst[i * K + k] = tile[k * n + i];
+  }
+}
+
+template <class T>
+inline Vec<T> ld(const T* p, int n) {
+  return n == Vec<T>::N ? Vec<T>::load(p) : Vec<T>::load_partial(p, n);
+}
+template <class T>
+inline Vec<T> ld(const T* p, int n, Vec<T> fill) {
+  return n == Vec<T>::N ? Vec<T>::load(p) : Vec<T>::load_partial(p, n, fill);
+}
+template <class T>
+inline void st(T* p, Vec<T> v, int n) {
+  if (n == Vec<T>::N) {
+    v.store(p);
+  } else {
+    v.store_partial(p, n);
+  }
+}
+// v in the first n lanes, 0 elsewhere.
+template <class T>
+inline Vec<T> keep(Vec<T> v, int n) {
+  return n == Vec<T>::N ? v : select(Vec<T>::tail_mask(n), v, Vec<T>::zero());
+}
+template <class F, int N>
+inline void for_lanes_n(i64 w, F&& f) {
+  i64 j = 0;
+  for (; j + N <= w; j += N) f(j, N);
+  if (j < w) f(j, static_cast<int>(w - j));
+}
+template <class T, class F>
+inline void for_lanes(i64 w, F&& f) {
+  for_lanes_n<F, Vec<T>::N>(w, static_cast<F&&>(f));
+}
+
+template <class T>
+constexpr T kInf = std::numeric_limits<T>::infinity();
+
+// Fixed partition of the rows into units, from the shape only.
+struct Plan {
+  i64 A, K, B, rows;
+  bool cols;
+  i64 R;     // rows per unit (rows traversal)
+  i64 S;     // lanes (b values) per unit (columns traversal)
+  i64 nseg;  // units per a (columns traversal)
+  i64 units;
+  int group;   // rows per group (rows traversal)
+  bool tiled;  // rows traversal of short rows through a transposed tile (see tile_in)
+};
+
+template <class T>
+Plan make_plan(Shape3 s) {
+  Plan p{};
+  p.A = s.A;
+  p.K = s.C;
+  p.B = s.B;
+  p.rows = s.A * s.B;
+  p.cols = s.B > 1;
+  const i64 row_bytes = std::max<i64>(1, s.C * static_cast<i64>(sizeof(T)));
+  const i64 per_unit =
+      std::max<i64>(kUnitMultiple, kUnitBytes / row_bytes / kUnitMultiple * kUnitMultiple);
+  p.group = row_bytes <= kGroupMaxRowBytes ? Vec<T>::N : 1;
+  p.tiled = !p.cols && row_bytes <= kTileMaxRowBytes;
+  if (p.cols) {
+    p.S = per_unit;
+    p.nseg = (s.B + p.S - 1) / p.S;
+    p.units = s.A * p.nseg;
+  } else {
+    p.R = per_unit;
+    p.units = (p.rows + p.R - 1) / p.R;
+  }
+  return p;
+}
+
+template <class T>
+inline int threads(const Plan& p, int arrays) {
+  return threads_for(p.rows * p.K * static_cast<i64>(sizeof(T)) * arrays);
+}
+
+// Calls f(first_row, end_row) for the rows traversal or f(a, b0, b1) for columns, per unit.
+template <class FR, class FC>
+inline void unit_range(const Plan& p, i64 u, FR&& rows, FC&& cols) {
+  if (p.cols) {
+    const i64 a = u / p.nseg, b0 = (u % p.nseg) * p.S;
+    cols(a, b0, std::min(p.B, b0 + p.S));
+  } else {
+    rows(u * p.R, std::min(p.rows, (u + 1) * p.R));
+  }
+}
+
+// The columns plan of a (K, n) tile.
+inline Plan tile_plan(const Plan& p, i64 n) {
+  Plan q = p;
+  q.A = 1;
+  q.B = n;
+  q.cols = true;
+  return q;
+}
+
+// Row max with the all -inf row mapped to 0 (see the header comment).
+template <class T>
+inline T row_max(const T* x, i64 K) {
+  using V = Vec<T>;
+  const V ninf = V::set1(-kInf<T>);
+  V mv = ninf;
+  for_lanes<T>(K, [&](i64 j, int k) { mv = max(mv, ld(x + j, k, ninf)); });
+  const T m = reduce_max(mv);
+  return m == -kInf<T> ? T(0) : m;
+}
+template <class T>
+inline Vec<T> fix_max(Vec<T> m) {
+  return select(cmp_eq(m, Vec<T>::set1(-kInf<T>)), Vec<T>::zero(), m);
+}
+
+// 1/s, with 0 for s == 0 (all -inf row: softmax 0).
+template <class T>
+inline Vec<T> inv_sum(Vec<T> s) {
+  using V = Vec<T>;
+  return select(cmp_eq(s, V::zero()), V::zero(), V::set1(T(1)) / s);
+}
+// log s, with 0 for s == 0 (all -inf row: log_softmax = x - 0 - 0 = -inf).
+template <class T>
+inline Vec<T> log_sum(Vec<T> s) {
+  using V = Vec<T>;
+  return select(cmp_eq(s, V::zero()), V::zero(), vlog(s));
+}
+
+// ---- softmax / log_softmax ------------------------------------------------------------------
+
+template <class T>
+void softmax_rows(const SoftmaxArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
+  using V = Vec<T>;
+  constexpr int N = V::N;
+  const i64 K = p.K;
+  const V ninf = V::set1(-kInf<T>);
+  alignas(64) T m_[N], s_[N], c_[N];
+  for (i64 r = r0; r < r1; r += p.group) {
+    const int n = static_cast<int>(std::min<i64>(p.group, r1 - r));
+    for (int i = 0; i < N; ++i) s_[i] = T(1);
+    for (int i = 0; i < n; ++i) {
+      const T* xr = a.x + (r + i) * K;
+      T* yr = a.y + (r + i) * K;
+      const T m = row_max(xr, K);
+      const V vm = V::set1(m);
+      V sv = V::zero();
+      for_lanes<T>(K, [&](i64 j, int k) {
+        const V e = vexp(ld(xr + j, k, ninf) - vm);
+        if (!a.log) st(yr + j, e, k);
+        sv = sv + e;
+      });
+      m_[i] = m;
+      s_[i] = reduce_add(sv);
+    }
+    const V s = V::load(s_);
+    (a.log ? log_sum(s) : inv_sum(s)).store(c_);
+    for (int i = 0; i < n; ++i) {
+      const T* xr = a.x + (r + i) * K;
+      T* yr = a.y + (r + i) * K;
+      const V c = V::set1(c_[i]);
+      if (a.log) {
+        const V vm = V::set1(m_[i]);
+        for_lanes<T>(K, [&](i64 j, int k) { st(yr + j, (ld(xr + j, k) - vm) - c, k); });
+      } else {
+        for_lanes<T>(K, [&](i64 j, int k) { st(yr + j, ld(yr + j, k) * c, k); });
+      }
+    }
+  }
+}
+
+template <class T>
+void softmax_cols(const SoftmaxArgs<T>& a, const Plan& p, i64 ai, i64 b0, i64 b1) {
+  using V = Vec<T>;
+  constexpr int N = V::N;
+  const i64 K = p.K, B = p.B;
+  const V ninf = V::set1(-kInf<T>);
+  for (i64 b = b0; b < b1; b += N) {
+    const int n = static_cast<int>(std::min<i64>(N, b1 - b));
+    const T* x = a.x + ai * K * B + b;
+    T* y = a.y + ai * K * B + b;
+    V m = ninf;
+    for (i64 k = 0; k < K; ++k) m = max(m, ld(x + k * B, n, ninf));
+    m = fix_max(m);
+    V s = V::zero();
+    for (i64 k = 0; k < K; ++k) {
+      const V e = vexp(ld(x + k * B, n, ninf) - m);
+      if (!a.log) st(y + k * B, e, n);
+      s = s + e;
+    }
+    if (a.log) {
+      const V c = log_sum(s);
+      for (i64 k = 0; k < K; ++k) st(y + k * B, (ld(x + k * B, n) - m) - c, n);
+    } else {
+      const V c = inv_sum(s);
+      for (i64 k = 0; k < K; ++k) st(y + k * B, ld(y + k * B, n) * c, n);
+    }
+  }
+}
+
+template <class T>
+void softmax_tiled(const SoftmaxArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
+  const i64 n = r1 - r0, K = p.K;
+  Scratch<T> xt(K * n), yt(K * n);
+  tile_in(a.x + r0 * K, xt.data(), n, K);
+  SoftmaxArgs<T> b = a;
+  b.x = xt.data();
+  b.y = yt.data();
+  softmax_cols(b, tile_plan(p, n), 0, 0, n);
+  tile_out(yt.data(), a.y + r0 * K, n, K);
+}
+
+template <class T>
+void softmax(const SoftmaxArgs<T>& a) {
+  const Plan p = make_plan<T>(a.s);
+  if (p.rows == 0 || p.K == 0) return;
+  const int nt = threads<T>(p, 2);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (i64 u = 0; u < p.units; ++u) {
+    unit_range(
+        p, u,
+        [&](i64 r0, i64 r1) {
+          if (p.tiled) {
+            softmax_tiled(a, p, r0, r1);
+          } else {
+            softmax_rows(a, p, r0, r1);
+          }
+        },
+        [&](i64 ai, i64 b0, i64 b1) { softmax_cols(a, p, ai, b0, b1); });
+  }
+}
+
+// softmax:     dx = y * (dy - sum(y * dy));  log_softmax: dx = dy - exp(y) * sum(dy)
+template <class T>
+void backward_rows(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
+  using V = Vec<T>;
+  const i64 K = p.K;
+  for (i64 r = r0; r < r1; ++r) {
+    const T* y = a.y + r * K;
+    const T* dy = a.dy + r * K;
+    T* dx = a.dx + r * K;
+    V acc = V::zero();
+    if (a.log) {
+      for_lanes<T>(K, [&](i64 j, int k) { acc = acc + ld(dy + j, k); });
+      const V d = V::set1(reduce_add(acc));
+      for_lanes<T>(
+          K, [&](i64 j, int k) { st(dx + j, fnmadd(vexp(ld(y + j, k)), d, ld(dy + j, k)), k); });
+    } else {
+      for_lanes<T>(K, [&](i64 j, int k) { acc = fmadd(ld(y + j, k), ld(dy + j, k), acc); });
+      const V d = V::set1(reduce_add(acc));
+      for_lanes<T>(K, [&](i64 j, int k) { st(dx + j, ld(y + j, k) * (ld(dy + j, k) - d), k); });
+    }
+  }
+}
+
+template <class T>
+void backward_cols(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 ai, i64 b0, i64 b1) {
+  using V = Vec<T>;
+  constexpr int N = V::N;
+  const i64 K = p.K, B = p.B;
+  for (i64 b = b0; b < b1; b += N) {
+    const int n = static_cast<int>(std::min<i64>(N, b1 - b));
+    const i64 off = ai * K * B + b;
+    const T* y = a.y + off;
+    const T* dy = a.dy + off;
+    T* dx = a.dx + off;
+    V d = V::zero();
+    if (a.log) {
+      for (i64 k = 0; k < K; ++k) d = d + ld(dy + k * B, n);
+      for (i64 k = 0; k < K; ++k) {
+        st(dx + k * B, fnmadd(vexp(ld(y + k * B, n)), d, ld(dy + k * B, n)), n);
+      }
+    } else {
+      for (i64 k = 0; k < K; ++k) d = fmadd(ld(y + k * B, n), ld(dy + k * B, n), d);
+      for (i64 k = 0; k < K; ++k) st(dx + k * B, ld(y + k * B, n) * (ld(dy + k * B, n) - d), n);
+    }
+  }
+}
+
+template <class T>
+void backward_tiled(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
+  const i64 n = r1 - r0, K = p.K;
+  Scratch<T> yt(K * n), dyt(K * n);
+  tile_in(a.y + r0 * K, yt.data(), n, K);
+  tile_in(a.dy + r0 * K, dyt.data(), n, K);
+  SoftmaxBackwardArgs<T> b = a;
+  b.y = yt.data();
+  b.dy = dyt.data();
+  b.dx = dyt.data();  // in place in the tile
+  backward_cols(b, tile_plan(p, n), 0, 0, n);
+  tile_out(dyt.data(), a.dx + r0 * K, n, K);
+}
+
+template <class T>
+void softmax_backward(const SoftmaxBackwardArgs<T>& a) {
+  const Plan p = make_plan<T>(a.s);
+  if (p.rows == 0 || p.K == 0) return;
+  const int nt = threads<T>(p, 3);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (i64 u = 0; u < p.units; ++u) {
+    unit_range(
+        p, u,
+        [&](i64 r0, i64 r1) {
+          if (p.tiled) {
+            backward_tiled(a, p, r0, r1);
+          } else {
+            backward_rows(a, p, r0, r1);
+          }
+        },
+        [&](i64 ai, i64 b0, i64 b1) { backward_cols(a, p, ai, b0, b1); });
+  }
+}
+
+// ---- cross-entropy --------------------------------------------------------------------------
+
+template <class T>
+struct XentCtx {
+  i64 K, B;
+  bool smooth, prob;
+  T one_eps, eps_k, W;  // 1 - eps, eps / K, sum of the class weights (K without weights)
+  T scale;
+};
+
+// Per-row statistics of a group of rows, one lane per row.
+template <class T>
+struct XentStats {
+  static constexpr int N = Vec<T>::N;
+  alignas(64) T m[N];
+  alignas(64) T s[N];
+  alignas(64) T u[N];  // class: z_y; probabilities: sum w t' z
+  alignas(64) T v[N];  // class: sum w z (smoothing); probabilities: sum w t'
+  alignas(64) T wy[N];
+  alignas(64) T live[N];
+  alignas(64) T g[N];
+  alignas(64) T loss[N], alpha[N], beta[N], gamma[N];
+  i64 y[N];
+
+  void reset() {
+    for (int i = 0; i < N; ++i) {
+      m[i] = u[i] = v[i] = wy[i] = live[i] = g[i] = T(0);
+      s[i] = T(1);
+      y[i] = 0;
+    }
+  }
+};
+
+// Loss and gradient coefficients of N rows from their statistics (formulas in softmax.h):
+// grad_j = alpha e_j - gamma w_j (class; t'_j w_j for probabilities), then grad_y -= beta.
+template <class T>
+inline void xent_finalize(const XentCtx<T>& c, XentStats<T>& st_) {
+  using V = Vec<T>;
+  const V s = V::load(st_.s), u = V::load(st_.u), v = V::load(st_.v);
+  const V g = V::load(st_.g), live = V::load(st_.live);
+  const V L = vlog(s);
+  const V inv = inv_sum(s);
+  V loss, alpha, beta, gamma;
+  if (c.prob) {
+    loss = v * L - u;
+    alpha = g * v * inv;
+    beta = V::zero();
+    gamma = g;
+  } else {
+    const V wy = V::load(st_.wy);
+    const V a = V::set1(c.one_eps) * wy;
+    loss = a * (L - u);
+    V coef = a;
+    if (c.smooth) {
+      const V ek = V::set1(c.eps_k);
+      loss = loss + ek * (V::set1(c.W) * L - v);
+      coef = coef + ek * V::set1(c.W);
+    }
+    alpha = g * coef * inv;
+    beta = g * a;
+    gamma = c.smooth ? g * V::set1(c.eps_k) : V::zero();
+  }
+  const auto empty = cmp_eq(s, V::zero());
+  loss = select(empty, V::set1(kInf<T>), loss);
+  const auto dead = cmp_eq(live, V::zero());
+  select(dead, V::zero(), loss).store(st_.loss);
+  select(dead, V::zero(), alpha).store(st_.alpha);
+  select(dead, V::zero(), beta).store(st_.beta);
+  select(dead, V::zero(), gamma).store(st_.gamma);
+}
+
+template <class T, class Y>
+inline i64 target_at(const void* t, i64 r) {
+  return static_cast<i64>(static_cast<const Y*>(t)[r]);
+}
+
+// Class index of row r, or -1 for an ignored row (targets are validated by the caller).
+template <class T, TargetKind kKind>
+inline i64 class_of(const XentArgs<T>& a, i64 r) {
+  i64 y;
+  if constexpr (kKind == TargetKind::i32) {
+    y = target_at<T, std::int32_t>(a.target, r);
+  } else {
+    y = target_at<T, std::int64_t>(a.target, r);
+  }
+  return y == a.ignore_index ? -1 : y;
+}
+
+template <class T, TargetKind kKind>
+double xent_rows(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r0, i64 r1) {
+  using V = Vec<T>;
+  constexpr bool kProb = kKind == TargetKind::prob;
+  const i64 K = p.K;
+  const V ninf = V::set1(-kInf<T>), one = V::set1(T(1));
+  const V one_eps = V::set1(c.one_eps), eps_k = V::set1(c.eps_k);
+  const T* tgt = kProb ? static_cast<const T*>(a.target) : nullptr;
+  XentStats<T> st_;
+  double acc = 0;
+  for (i64 r = r0; r < r1; r += p.group) {
+    const int n = static_cast<int>(std::min<i64>(p.group, r1 - r));
+    st_.reset();
+    for (int i = 0; i < n; ++i) {
+      const i64 row = r + i;
+      const T* xr = a.x + row * K;
+      T* gr = a.grad + row * K;
+      if constexpr (!kProb) {
+        const i64 y = class_of<T, kKind>(a, row);
+        if (y < 0) continue;
+        st_.y[i] = y;
+        st_.wy[i] = a.weight ? a.weight[y] : T(1);
+      }
+      st_.live[i] = T(1);
+      st_.g[i] = a.grad_output ? a.grad_output[row] * c.scale : c.scale;
+      const T m = row_max(xr, K);
+      const V vm = V::set1(m);
+      V sv = V::zero(), uv = V::zero(), vv = V::zero();
+      const T* tr = kProb ? tgt + row * K : nullptr;
+      for_lanes<T>(K, [&](i64 j, int k) {
+        const V z = ld(xr + j, k, ninf) - vm;
+        const V e = vexp(z);
+        st(gr + j, e, k);
+        sv = sv + e;
+        if (kProb) {
+          const V w = a.weight ? ld(a.weight + j, k) : one;
+          const V wt = keep(w * fmadd(one_eps, ld(tr + j, k), eps_k), k);
+          vv = vv + wt;
+          uv = uv + select(cmp_eq(wt, V::zero()), V::zero(), wt * z);
+        } else if (c.smooth) {
+          const V wz = a.weight ? ld(a.weight + j, k) * z : z;
+          vv = vv + keep(wz, k);
+        }
+      });
+      st_.m[i] = m;
+      st_.s[i] = reduce_add(sv);
+      if (kProb || c.smooth) st_.v[i] = reduce_add(vv);
+      if constexpr (kProb) {
+        st_.u[i] = reduce_add(uv);
+      } else {
+        st_.u[i] = xr[st_.y[i]] - m;
+      }
+    }
+    xent_finalize(c, st_);
+    for (int i = 0; i < n; ++i) {
+      const i64 row = r + i;
+      T* gr = a.grad + row * K;
+      if (a.row_loss) a.row_loss[row] = st_.loss[i];
+      acc += static_cast<double>(st_.loss[i]);
+      if (st_.live[i] == T(0)) {
+        for_lanes<T>(K, [&](i64 j, int k) { st(gr + j, V::zero(), k); });
+        continue;
+      }
+      const V al = V::set1(st_.alpha[i]), ga = V::set1(st_.gamma[i]);
+      if constexpr (kProb) {
+        const T* tr = tgt + row * K;
+        for_lanes<T>(K, [&](i64 j, int k) {
+          const V w = a.weight ? ld(a.weight + j, k) : one;
+          const V wt = w * fmadd(one_eps, ld(tr + j, k), eps_k);
+          st(gr + j, fnmadd(ga, wt, al * ld(gr + j, k)), k);
+        });
+      } else {
+        if (c.smooth) {
+          for_lanes<T>(K, [&](i64 j, int k) {
+            const V w = a.weight ? ld(a.weight + j, k) : one;
+            st(gr + j, fnmadd(ga, w, al * ld(gr + j, k)), k);
+          });
+        } else {
+          for_lanes<T>(K, [&](i64 j, int k) { st(gr + j, al * ld(gr + j, k), k); });
+        }
+        gr[st_.y[i]] -= st_.beta[i];
+      }
+    }
+  }
+  return acc;
+}
+
+template <class T, TargetKind kKind>
+double xent_cols(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 ai, i64 b0, i64 b1) {
+  using V = Vec<T>;
+  constexpr int N = V::N;
+  constexpr bool kProb = kKind == TargetKind::prob;
+  const i64 K = p.K, B = p.B;
+  const V ninf = V::set1(-kInf<T>);
+  const V one_eps = V::set1(c.one_eps), eps_k = V::set1(c.eps_k);
+  XentStats<T> st_;
+  double acc = 0;
+  for (i64 b = b0; b < b1; b += N) {
+    const int n = static_cast<int>(std::min<i64>(N, b1 - b));
+    const i64 off = ai * K * B + b;  // element (ai, 0, b)
+    const i64 row0 = ai * B + b;     // row index of lane 0
+    const T* x = a.x + off;
+    T* gr = a.grad + off;
+    const T* t = kProb ? static_cast<const T*>(a.target) + off : nullptr;
+    st_.reset();
+    for (int i = 0; i < n; ++i) {
+      if constexpr (!kProb) {
+        const i64 y = class_of<T, kKind>(a, row0 + i);
+        if (y < 0) continue;
+        st_.y[i] = y;
+        st_.wy[i] = a.weight ? a.weight[y] : T(1);
+      }
+      st_.live[i] = T(1);
+      st_.g[i] = a.grad_output ? a.grad_output[row0 + i] * c.scale : c.scale;
+    }
+    V m = ninf;
+    for (i64 k = 0; k < K; ++k) m = max(m, ld(x + k * B, n, ninf));
+    m = fix_max(m);
+    V s = V::zero(), u = V::zero(), v = V::zero();
+    for (i64 k = 0; k < K; ++k) {
+      const V z = ld(x + k * B, n, ninf) - m;
+      const V e = vexp(z);
+      st(gr + k * B, e, n);
+      s = s + e;
+      const V w = V::set1(a.weight ? a.weight[k] : T(1));
+      if (kProb) {
+        const V wt = w * fmadd(one_eps, ld(t + k * B, n), eps_k);
+        v = v + wt;
+        u = u + select(cmp_eq(wt, V::zero()), V::zero(), wt * z);
+      } else if (c.smooth) {
+        v = fmadd(w, z, v);
+      }
+    }
+    m.store(st_.m);
+    s.store(st_.s);
+    v.store(st_.v);
+    if constexpr (kProb) {
+      u.store(st_.u);
+    } else {
+      for (int i = 0; i < n; ++i) {
+        if (st_.live[i] != T(0)) st_.u[i] = x[st_.y[i] * B + i] - st_.m[i];
+      }
+    }
+    xent_finalize(c, st_);
+    const V al = V::load(st_.alpha), ga = V::load(st_.gamma);
+    const auto dead = cmp_eq(V::load(st_.live), V::zero());
+    for (i64 k = 0; k < K; ++k) {
+      const V w = V::set1(a.weight ? a.weight[k] : T(1));
+      V g = al * ld(gr + k * B, n);
+      if (kProb) {
+        g = fnmadd(ga, w * fmadd(one_eps, ld(t + k * B, n), eps_k), g);
+      } else if (c.smooth) {
+        g = fnmadd(ga, w, g);
+      }
+      st(gr + k * B, select(dead, V::zero(), g), n);
+    }
+    for (int i = 0; i < n; ++i) {
+      if (!kProb && st_.live[i] != T(0)) gr[st_.y[i] * B + i] -= st_.beta[i];
+      if (a.row_loss) a.row_loss[row0 + i] = st_.loss[i];
+      acc += static_cast<double>(st_.loss[i]);
+    }
+  }
+  return acc;
+}
+
+template <class T, TargetKind kKind>
+double xent_tiled(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r0, i64 r1) {
+  constexpr bool kProb = kKind == TargetKind::prob;
+  const i64 n = r1 - r0, K = p.K;
+  Scratch<T> xt(K * n), gt(K * n), tt(kProb ? K * n : 1);
+  tile_in(a.x + r0 * K, xt.data(), n, K);
+  XentArgs<T> b = a;
+  b.x = xt.data();
+  b.grad = gt.data();
+  if constexpr (kProb) {
+    tile_in(static_cast<const T*>(a.target) + r0 * K, tt.data(), n, K);
+    b.target = tt.data();
+  } else if constexpr (kKind == TargetKind::i32) {
+    b.target = static_cast<const std::int32_t*>(a.target) + r0;
+  } else {
+    b.target = static_cast<const std::int64_t*>(a.target) + r0;
+  }
+  if (a.grad_output) b.grad_output = a.grad_output + r0;
+  if (a.row_loss) b.row_loss = a.row_loss + r0;
+  const double acc = xent_cols<T, kKind>(b, c, tile_plan(p, n), 0, 0, n);
+  tile_out(gt.data(), a.grad + r0 * K, n, K);
+  return acc;
+}
+
+template <class T, TargetKind kKind>
+void xent_impl(const XentArgs<T>& a) {
+  const Plan p = make_plan<T>(a.s);
+  *a.loss_sum = 0;
+  if (p.rows == 0 || p.K == 0) return;
+  XentCtx<T> c{};
+  c.K = p.K;
+  c.B = p.B;
+  c.prob = kKind == TargetKind::prob;
+  c.smooth = a.label_smoothing != 0;
+  c.one_eps = static_cast<T>(1 - a.label_smoothing);
+  c.eps_k = static_cast<T>(a.label_smoothing / static_cast<double>(p.K));
+  double W = static_cast<double>(p.K);
+  if (a.weight) {
+    W = 0;
+    for (i64 k = 0; k < p.K; ++k) W += a.weight[k];
+  }
+  c.W = static_cast<T>(W);
+  c.scale = static_cast<T>(a.row_scale);
+  Scratch<double> usum(p.units);
+  const int nt = threads<T>(p, 2);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (i64 u = 0; u < p.units; ++u) {
+    unit_range(
+        p, u,
+        [&](i64 r0, i64 r1) {
+          usum[u] = p.tiled ? xent_tiled<T, kKind>(a, c, p, r0, r1)
+                            : xent_rows<T, kKind>(a, c, p, r0, r1);
+        },
+        [&](i64 ai, i64 b0, i64 b1) { usum[u] = xent_cols<T, kKind>(a, c, p, ai, b0, b1); });
+  }
+  double total = 0;
+  for (i64 u = 0; u < p.units; ++u) total += usum[u];
+  *a.loss_sum = total;
+}
+
+template <class T>
+void xent(const XentArgs<T>& a) {
+  switch (a.kind) {
+    case TargetKind::i32:
+      return xent_impl<T, TargetKind::i32>(a);
+    case TargetKind::i64:
+      return xent_impl<T, TargetKind::i64>(a);
+    case TargetKind::prob:
+      return xent_impl<T, TargetKind::prob>(a);
+  }
+}
+
+// ---- sigmoid binary cross-entropy ------------------------------------------------------------
+
+constexpr i64 kBceUnitBytes = 32 * 1024;
+
+template <class T>
+void bce(const BceArgs<T>& a) {
+  using V = Vec<T>;
+  *a.loss_sum = 0;
+  if (a.n == 0) return;
+  const i64 C = a.C;
+  const i64 rows = a.n / C;
+  const i64 R = std::max<i64>(1, kBceUnitBytes / (C * static_cast<i64>(sizeof(T))));
+  const i64 units = (rows + R - 1) / R;
+  Scratch<double> usum(units);
+  const T scale = static_cast<T>(a.elem_scale);
+  const int nt = threads_for(a.n * static_cast<i64>(sizeof(T)) * 3);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (i64 u = 0; u < units; ++u) {
+    const V one = V::set1(T(1)), zero = V::zero();
+    double acc = 0;
+    for (i64 r = u * R; r < std::min(rows, (u + 1) * R); ++r) {
+      V lacc = zero;
+      for_lanes<T>(C, [&](i64 j, int k) {
+        const i64 i = r * C + j;
+        const V x = ld(a.x + i, k), y = ld(a.y + i, k);
+        const V e = vexp(zero - abs(x));                   // exp(-|x|) in (0, 1]
+        const V sp = vlog1p_pos(e) + max(zero - x, zero);  // softplus(-x)
+        const V q = one / (one + e);
+        const V sig = select(cmp_lt(x, zero), e * q, q);
+        V loss, g;
+        if (a.pos_weight) {
+          const V pw = ld(a.pos_weight + (a.pos_weight_full ? i : j), k);
+          const V c = fmadd(pw - one, y, one);
+          loss = fmadd(one - y, x, c * sp);
+          g = fnmadd(pw, y, c * sig);
+        } else {
+          loss = fmadd(one - y, x, sp);
+          g = sig - y;
+        }
+        if (a.weight) {
+          const V w = ld(a.weight + (a.weight_full ? i : j), k);
+          loss = loss * w;
+          g = g * w;
+        }
+        g = g * V::set1(scale);
+        if (a.grad_output) g = g * ld(a.grad_output + i, k);
+        st(a.grad + i, g, k);
+        if (a.elem_loss) st(a.elem_loss + i, loss, k);
+        lacc = lacc + keep(loss, k);
+      });
+      acc += static_cast<double>(reduce_add(lacc));
+    }
+    usum[u] = acc;
+  }
+  double total = 0;
+  for (i64 u = 0; u < units; ++u) total += usum[u];
+  *a.loss_sum = total;
+}
+
+// ---- exp / log over arrays (for measuring vmath.h) -------------------------------------------
+
+template <class T>
+void exp_array(const T* x, T* y, i64 n) {
+  const int nt = threads_for(n * static_cast<i64>(sizeof(T)) * 2);
+  const i64 chunk = 1 << 14, units = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (i64 u = 0; u < units; ++u) {
+    const i64 o = u * chunk;
+    for_lanes<T>(std::min(chunk, n - o),
+                 [&](i64 j, int k) { st(y + o + j, vexp(ld(x + o + j, k)), k); });
+  }
+}
+
+template <class T>
+void log_array(const T* x, T* y, i64 n) {
+  const int nt = threads_for(n * static_cast<i64>(sizeof(T)) * 2);
+  const i64 chunk = 1 << 14, units = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (i64 u = 0; u < units; ++u) {
+    const i64 o = u * chunk;
+    for_lanes<T>(std::min(chunk, n - o), [&](i64 j, int k) {
+      st(y + o + j, vlog(ld(x + o + j, k, Vec<T>::set1(T(1)))), k);
+    });
+  }
+}
+
+}  // namespace
+
+SoftmaxKernels softmax_kernels() {
+  return {{&softmax<float>, &softmax_backward<float>, &xent<float>, &bce<float>, &exp_array<float>,
+           &log_array<float>},
+          {&softmax<double>, &softmax_backward<double>, &xent<double>, &bce<double>,
+           &exp_array<double>, &log_array<double>}};
+}
+
+}  // namespace BNFAST_NS
+}  // namespace bnfast

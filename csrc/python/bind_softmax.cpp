@@ -1,0 +1,372 @@
+// Bindings of the softmax / cross-entropy kernels: checks (targets validated before anything is
+// written), output allocation, GIL release, one table call.
+#include <cmath>
+#include <limits>
+
+#include "bnfast/softmax.h"
+#include "common.h"
+
+namespace bnfast {
+
+BNFAST_DEFINE_KERNELS_ACTIVE(SoftmaxKernels, softmax_kernels)
+
+namespace bind {
+namespace {
+
+template <class T>
+const SoftmaxFns<T>& fns() {
+  if constexpr (std::is_same<T, float>::value) {
+    return softmax_kernels_active().f32;
+  } else {
+    return softmax_kernels_active().f64;
+  }
+}
+
+// (A, K, B) view along `axis`; `rest` receives the shape without the axis.
+Shape3 view3(const py::array& x, int axis, const char* name, std::vector<i64>* rest = nullptr) {
+  if (x.ndim() < 1) throw py::value_error(std::string(name) + " must have at least 1 dimension");
+  const int ax = normalize_axis(axis, x.ndim(), name);
+  Shape3 s{1, x.shape(ax), 1};
+  for (int i = 0; i < ax; ++i) s.A *= x.shape(i);
+  for (py::ssize_t i = ax + 1; i < x.ndim(); ++i) s.B *= x.shape(i);
+  if (rest) {
+    rest->clear();
+    for (py::ssize_t i = 0; i < x.ndim(); ++i) {
+      if (i != ax) rest->push_back(x.shape(i));
+    }
+  }
+  return s;
+}
+
+template <class T>
+py::array output_like(const py::object& out, const py::array& like, const char* name) {
+  if (is_none(out)) return empty<T>(shape_of(like));
+  py::array a = as_array(out, name);
+  check_shape(a, shape_of(like), name);
+  out_ptr<T>(a, name);
+  return a;
+}
+
+template <class T>
+const T* vector_in(const py::object& obj, i64 n, const char* name) {
+  if (is_none(obj)) return nullptr;
+  py::array a = as_array(obj, name);
+  check_shape(a, {n}, name);
+  return in_ptr<T>(a, name);
+}
+
+template <class T>
+py::array softmax(const py::array& x, int axis, bool log, const py::object& out) {
+  SoftmaxArgs<T> a{};
+  a.s = view3(x, axis, "x");
+  a.x = in_ptr<T>(x, "x");
+  a.log = log;
+  py::array y = output_like<T>(out, x, "out");
+  check_no_overlap(y, "out", x, "x", true);
+  a.y = static_cast<T*>(y.mutable_data());
+  {
+    py::gil_scoped_release nogil;
+    fns<T>().softmax(a);
+  }
+  return y;
+}
+
+template <class T>
+py::array softmax_backward(const py::array& y, const py::array& dy, int axis, bool log,
+                           const py::object& out) {
+  SoftmaxBackwardArgs<T> a{};
+  a.s = view3(y, axis, "y");
+  a.y = in_ptr<T>(y, "y");
+  check_shape(dy, shape_of(y), "dy");
+  a.dy = in_ptr<T>(dy, "dy");
+  a.log = log;
+  py::array dx = output_like<T>(out, y, "out");
+  check_no_overlap(dx, "out", y, "y", true);
+  check_no_overlap(dx, "out", dy, "dy", true);
+  a.dx = static_cast<T*>(dx.mutable_data());
+  {
+    py::gil_scoped_release nogil;
+    fns<T>().backward(a);
+  }
+  return dx;
+}
+
+std::string index_str(i64 flat, const std::vector<i64>& shape) {
+  if (shape.empty()) return "";
+  std::vector<i64> idx(shape.size());
+  for (size_t d = shape.size(); d-- > 0;) {
+    idx[d] = shape[d] ? flat % shape[d] : 0;
+    flat = shape[d] ? flat / shape[d] : 0;
+  }
+  std::string r = "[";
+  for (size_t d = 0; d < idx.size(); ++d) r += (d ? ", " : "") + std::to_string(idx[d]);
+  return r + "]";
+}
+
+// Validates class targets (each in [0, K) or ignore_index) and returns the mean's divisor: the
+// sum of the weights of the rows kept (their count without weights).
+template <class T, class Y>
+double check_targets(const Y* t, i64 rows, i64 K, i64 ignore, const T* w,
+                     const std::vector<i64>& shape) {
+  i64 bad = -1, ignored = 0;
+  for (i64 r = 0; r < rows; ++r) {
+    const i64 y = static_cast<i64>(t[r]);
+    ignored += y == ignore;
+    if ((y < 0 || y >= K) && y != ignore) {
+      bad = r;
+      break;
+    }
+  }
+  if (bad >= 0) {
+    throw py::index_error("target" + index_str(bad, shape) + " = " +
+                          std::to_string(static_cast<i64>(t[bad])) + " is out of range for " +
+                          std::to_string(K) + " classes (row " + std::to_string(bad) +
+                          "; valid: 0.." + std::to_string(K - 1) + " or ignore_index " +
+                          std::to_string(ignore) + ")");
+  }
+  if (!w) return static_cast<double>(rows - ignored);
+  double d = 0;
+  for (i64 r = 0; r < rows; ++r) {
+    const i64 y = static_cast<i64>(t[r]);
+    if (y != ignore) d += w[y];
+  }
+  return d;
+}
+
+// reduction: 0 none, 1 mean, 2 sum.
+template <class T>
+py::tuple xent(const py::array& x, const py::array& target, int axis, const py::object& weight,
+               i64 ignore_index, int reduction, double label_smoothing,
+               const py::object& grad_output, const py::object& out) {
+  XentArgs<T> a{};
+  std::vector<i64> rest;
+  a.s = view3(x, axis, "logits", &rest);
+  a.x = in_ptr<T>(x, "logits");
+  const i64 K = a.s.C, rows = a.s.A * a.s.B;
+  if (reduction < 0 || reduction > 2) throw py::value_error("reduction must be 0, 1 or 2");
+  check_finite(label_smoothing, "label_smoothing");
+  if (label_smoothing < 0 || label_smoothing > 1) {
+    throw py::value_error("label_smoothing must be in [0, 1], got " +
+                          std::to_string(label_smoothing));
+  }
+  a.weight = vector_in<T>(weight, K, "weight");
+  a.ignore_index = ignore_index;
+  a.label_smoothing = label_smoothing;
+  const char kind = target.dtype().kind();
+  double divisor;
+  if (kind == 'f') {
+    if (shape_of(target) != shape_of(x)) {
+      throw py::value_error("probability target must have the logits' shape " +
+                            shape_str(shape_of(x)) + ", got " + shape_str(shape_of(target)));
+    }
+    a.target = in_ptr<T>(target, "target");
+    a.kind = TargetKind::prob;
+    divisor = static_cast<double>(rows);
+  } else if (kind == 'i' && native_byteorder(target) &&
+             (target.itemsize() == 4 || target.itemsize() == 8)) {
+    if (shape_of(target) != rest) {
+      throw py::value_error("class target must have shape " + shape_str(rest) +
+                            " (the logits' shape without the class axis), got " +
+                            shape_str(shape_of(target)));
+    }
+    if (!(target.flags() & py::array::c_style)) {
+      throw py::value_error("target must be C-contiguous");
+    }
+    a.target = target.data();
+    if (target.itemsize() == 4) {
+      a.kind = TargetKind::i32;
+      divisor = check_targets<T>(static_cast<const std::int32_t*>(a.target), rows, K, ignore_index,
+                                 a.weight, rest);
+    } else {
+      a.kind = TargetKind::i64;
+      divisor = check_targets<T>(static_cast<const std::int64_t*>(a.target), rows, K, ignore_index,
+                                 a.weight, rest);
+    }
+  } else {
+    throw py::type_error("target must be int32/int64 class indices or float probabilities, got " +
+                         dtype_name(target));
+  }
+  py::array grad = output_like<T>(out, x, "out");
+  check_no_overlap(grad, "out", x, "logits", false);
+  check_no_overlap(grad, "out", target, "target", false);
+  if (!is_none(weight)) check_no_overlap(grad, "out", as_array(weight, "weight"), "weight", false);
+  double go_scalar = 1;
+  py::array row_loss;
+  if (reduction == 0) {
+    if (!is_none(grad_output)) {
+      py::array go = as_array(grad_output, "grad_output");
+      check_shape(go, rest, "grad_output");
+      a.grad_output = in_ptr<T>(go, "grad_output");
+      check_no_overlap(grad, "out", go, "grad_output", false);
+    }
+    row_loss = empty<T>(rest);
+    a.row_loss = static_cast<T*>(row_loss.mutable_data());
+  } else if (!is_none(grad_output)) {
+    go_scalar = grad_output.cast<double>();
+  }
+  a.row_scale = reduction == 1 ? (divisor != 0 ? go_scalar / divisor : 0.0) : go_scalar;
+  a.grad = static_cast<T*>(grad.mutable_data());
+  double sum = 0;
+  a.loss_sum = &sum;
+  {
+    py::gil_scoped_release nogil;
+    fns<T>().xent(a);
+  }
+  if (reduction == 0) return py::make_tuple(row_loss, grad);
+  double loss = sum;
+  if (reduction == 1)
+    loss = divisor != 0 ? sum / divisor : std::numeric_limits<double>::quiet_NaN();
+  py::array_t<T> l(std::vector<py::ssize_t>{});
+  *l.mutable_data() = static_cast<T>(loss);
+  return py::make_tuple(l, grad);
+}
+
+// A broadcast parameter of the BCE: length n (full) or C (the last axis).
+template <class T>
+const T* bce_param(const py::object& obj, i64 n, i64 C, const char* name, bool* full) {
+  *full = false;
+  if (is_none(obj)) return nullptr;
+  py::array a = as_array(obj, name);
+  const T* p = in_ptr<T>(a, name);
+  if (a.size() == n && a.ndim() != 1) {
+    *full = true;
+  } else if (a.ndim() == 1 && a.size() == C) {
+    *full = false;
+  } else if (a.size() == n) {
+    *full = true;
+  } else {
+    throw py::value_error(std::string(name) + " must have " + std::to_string(n) + " or " +
+                          std::to_string(C) + " elements, got shape " + shape_str(shape_of(a)));
+  }
+  return p;
+}
+
+template <class T>
+py::tuple bce(const py::array& x, const py::array& y, const py::object& weight,
+              const py::object& pos_weight, int reduction, const py::object& grad_output,
+              const py::object& out) {
+  BceArgs<T> a{};
+  a.x = in_ptr<T>(x, "logits");
+  check_shape(y, shape_of(x), "targets");
+  a.y = in_ptr<T>(y, "targets");
+  if (reduction < 0 || reduction > 2) throw py::value_error("reduction must be 0, 1 or 2");
+  a.n = x.size();
+  a.C = x.ndim() == 0 ? 1 : std::max<i64>(1, x.shape(x.ndim() - 1));
+  if (a.n == 0) a.C = 1;
+  a.weight = bce_param<T>(weight, a.n, a.C, "weight", &a.weight_full);
+  a.pos_weight = bce_param<T>(pos_weight, a.n, a.C, "pos_weight", &a.pos_weight_full);
+  py::array grad = output_like<T>(out, x, "out");
+  check_no_overlap(grad, "out", x, "logits", true);
+  check_no_overlap(grad, "out", y, "targets", true);
+  for (const py::object* o : {&weight, &pos_weight}) {
+    if (!is_none(*o))
+      check_no_overlap(grad, "out", as_array(*o, "parameter"), "a parameter", false);
+  }
+  double go_scalar = 1;
+  py::array loss_arr;
+  if (reduction == 0) {
+    if (!is_none(grad_output)) {
+      py::array go = as_array(grad_output, "grad_output");
+      check_shape(go, shape_of(x), "grad_output");
+      a.grad_output = in_ptr<T>(go, "grad_output");
+      check_no_overlap(grad, "out", go, "grad_output", true);
+    }
+    loss_arr = empty<T>(shape_of(x));
+    a.elem_loss = static_cast<T*>(loss_arr.mutable_data());
+  } else if (!is_none(grad_output)) {
+    go_scalar = grad_output.cast<double>();
+  }
+  const double n = static_cast<double>(a.n);
+  a.elem_scale = reduction == 1 ? go_scalar / n : go_scalar;
+  a.grad = static_cast<T*>(grad.mutable_data());
+  double sum = 0;
+  a.loss_sum = &sum;
+  {
+    py::gil_scoped_release nogil;
+    fns<T>().bce(a);
+  }
+  if (reduction == 0) return py::make_tuple(loss_arr, grad);
+  py::array_t<T> l(std::vector<py::ssize_t>{});
+  *l.mutable_data() = static_cast<T>(reduction == 1 ? sum / n : sum);
+  return py::make_tuple(l, grad);
+}
+
+template <class T>
+py::array vmath(const py::array& x, bool log) {
+  const T* px = in_ptr<T>(x, "x");
+  py::array y = empty<T>(shape_of(x));
+  T* py_ = static_cast<T*>(y.mutable_data());
+  const i64 n = x.size();
+  {
+    py::gil_scoped_release nogil;
+    (log ? fns<T>().log : fns<T>().exp)(px, py_, n);
+  }
+  return y;
+}
+
+}  // namespace
+
+void bind_softmax(py::module_& m) {
+  using py::arg;
+  m.def(
+      "softmax",
+      [](py::object x_, int axis, bool log, py::object out) {
+        py::array x = as_array(x_, "x");
+        return float_dtype(x, "x") == Dtype::f32 ? softmax<float>(x, axis, log, out)
+                                                 : softmax<double>(x, axis, log, out);
+      },
+      arg("x"), arg("axis"), arg("log"), arg("out").none(true));
+  m.def(
+      "softmax_backward",
+      [](py::object y_, py::object dy_, int axis, bool log, py::object out) {
+        py::array y = as_array(y_, "y");
+        py::array dy = as_array(dy_, "dy");
+        return float_dtype(y, "y") == Dtype::f32 ? softmax_backward<float>(y, dy, axis, log, out)
+                                                 : softmax_backward<double>(y, dy, axis, log, out);
+      },
+      arg("y"), arg("dy"), arg("axis"), arg("log"), arg("out").none(true));
+  m.def(
+      "softmax_xent",
+      [](py::object x_, py::object t_, int axis, py::object weight, i64 ignore_index, int reduction,
+         double label_smoothing, py::object grad_output, py::object out) {
+        py::array x = as_array(x_, "logits");
+        py::array t = as_array(t_, "target");
+        return float_dtype(x, "logits") == Dtype::f32
+                   ? xent<float>(x, t, axis, weight, ignore_index, reduction, label_smoothing,
+                                 grad_output, out)
+                   : xent<double>(x, t, axis, weight, ignore_index, reduction, label_smoothing,
+                                  grad_output, out);
+      },
+      arg("logits"), arg("target"), arg("axis"), arg("weight").none(true), arg("ignore_index"),
+      arg("reduction"), arg("label_smoothing"), arg("grad_output").none(true),
+      arg("out").none(true));
+  m.def(
+      "sigmoid_bce",
+      [](py::object x_, py::object y_, py::object weight, py::object pos_weight, int reduction,
+         py::object grad_output, py::object out) {
+        py::array x = as_array(x_, "logits");
+        py::array y = as_array(y_, "targets");
+        return float_dtype(x, "logits") == Dtype::f32
+                   ? bce<float>(x, y, weight, pos_weight, reduction, grad_output, out)
+                   : bce<double>(x, y, weight, pos_weight, reduction, grad_output, out);
+      },
+      arg("logits"), arg("targets"), arg("weight").none(true), arg("pos_weight").none(true),
+      arg("reduction"), arg("grad_output").none(true), arg("out").none(true));
+  m.def(
+      "vmath_exp",
+      [](py::object x_) {
+        py::array x = as_array(x_, "x");
+        return float_dtype(x, "x") == Dtype::f32 ? vmath<float>(x, false) : vmath<double>(x, false);
+      },
+      arg("x"));
+  m.def(
+      "vmath_log",
+      [](py::object x_) {
+        py::array x = as_array(x_, "x");
+        return float_dtype(x, "x") == Dtype::f32 ? vmath<float>(x, true) : vmath<double>(x, true);
+      },
+      arg("x"));
+}
+
+}  // namespace bind
+}  // namespace bnfast
