@@ -146,7 +146,7 @@ def make_loss(backend: str = "native", **options: Any) -> Any:
 
 
 class ReferenceAdam:
-    """Adam (PyTorch's, with bias correction) stepping through ``bnfast.reference.adam_update``.
+    """Adam (PyTorch's, with bias correction) stepping through ``bnfast.reference.adam``.
 
     The constructor, ``step(grads=None)``, ``zero_grad()``, the ``lr`` attribute and the state
     dict follow :class:`bnfast.optim.Adam`; this is its NumPy-reference twin for
@@ -182,16 +182,15 @@ class ReferenceAdam:
         self.step_count += 1
         for i, (p, g) in enumerate(zip(self.params, grads)):
             vmax = None if self.max_exp_avg_sq is None else self.max_exp_avg_sq[i]
-            res = reference.adam_update(
-                p, g, self.exp_avg[i], self.exp_avg_sq[i],
-                step=self.step_count, lr=self.lr, betas=self.betas, eps=self.eps,
-                weight_decay=self.weight_decay, amsgrad=self.amsgrad, max_exp_avg_sq=vmax,
+            new = reference.adam(
+                p, g, self.exp_avg[i], self.exp_avg_sq[i], vmax, self.step_count,
+                lr=self.lr, betas=self.betas, eps=self.eps,
+                weight_decay=self.weight_decay, amsgrad=self.amsgrad,
             )  # fmt: skip
-            if res is not None:  # a functional reference returns the new arrays
-                res = res if isinstance(res, tuple) else (res,)
-                for dst, src in zip((p, self.exp_avg[i], self.exp_avg_sq[i], vmax), res):
-                    if dst is not None and src is not dst:
-                        dst[...] = src
+            # The reference is functional: copy the new values into the arrays in place.
+            for dst, src in zip((p, self.exp_avg[i], self.exp_avg_sq[i], vmax), new):
+                if dst is not None:
+                    dst[...] = src
 
     def zero_grad(self) -> None:
         for g in self.grads or []:
