@@ -16,6 +16,7 @@ namespace {
 
 std::atomic<int> g_active{-1};
 std::atomic<int> g_threads{0};
+std::atomic<std::int64_t> g_parallel_min_bytes{kParallelMinBytes};
 
 bool cpu_has(Isa isa) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -124,6 +125,12 @@ void set_num_threads(int n) {
   n = 1;
 #endif
   g_threads.store(n, std::memory_order_relaxed);
+}
+
+std::int64_t parallel_min_bytes() { return g_parallel_min_bytes.load(std::memory_order_relaxed); }
+
+void set_parallel_min_bytes(std::int64_t bytes) {
+  g_parallel_min_bytes.store(bytes < 0 ? 0 : bytes, std::memory_order_relaxed);
 }
 
 void* aligned_malloc(std::int64_t bytes) {

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import bnfast
+from bnfast import _core
 
 # The ISA fixture switches the kernel table for a whole test, hypothesis examples included.
 settings.register_profile(
@@ -38,7 +39,10 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture
 def threads():
-    """Restores the thread count after a test changes it."""
+    """Restores the thread count after a test changes it; runs even small inputs threaded."""
     n = bnfast.get_num_threads()
+    limit = _core.get_parallel_min_bytes()
+    _core.set_parallel_min_bytes(0)
     yield
+    _core.set_parallel_min_bytes(limit)
     bnfast.set_num_threads(n)

@@ -51,7 +51,7 @@ def test_cost_is_the_course_polynomial():
 def test_runs_as_a_module():
     out = subprocess.run(
         [sys.executable, "-m", "bnfast.examples.course_quadratic"],
-        capture_output=True, text=True, check=True, timeout=120,
+        capture_output=True, text=True, check=True, timeout=120, cwd="/",
     ).stdout  # fmt: skip
     assert "gradient descent" in out and "w = 4.99999" in out
     assert out.count("J(w) = ") == 5  # the header and one line per optimizer

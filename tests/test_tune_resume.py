@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -49,8 +50,9 @@ def test_kill_mid_search_then_resume(tmp_path):
     env = {**os.environ, "BNFAST_TUNE_SLEEP": "0.2", "BNFAST_TUNE_LOG": str(log)}
     cmd = [sys.executable, *CMD, "--storage", db]
     err = open(tmp_path / "stderr.txt", "wb")  # noqa: SIM115
+    # Outside the source tree, so the subprocess imports the installed package.
     proc = subprocess.Popen(
-        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path
     )
     try:
         deadline = time.monotonic() + 60
@@ -60,7 +62,8 @@ def test_kill_mid_search_then_resume(tmp_path):
             time.sleep(0.02)
         assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its worker processes
+        with contextlib.suppress(ProcessLookupError):  # already gone: the assert says why
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and its worker processes
         proc.wait()
         err.close()
     before = _rows(db)
@@ -69,7 +72,7 @@ def test_kill_mid_search_then_resume(tmp_path):
     assert any(s == "running" for s, _, _ in before.values())  # killed mid-search
     executed_before = log.read_text().split()
 
-    subprocess.run(cmd, env=env, check=True, timeout=120, capture_output=True)
+    subprocess.run(cmd, env=env, check=True, timeout=120, capture_output=True, cwd=tmp_path)
     after = _rows(db)
     assert sorted(after) == list(range(12))
     assert all(s == "complete" for s, _, _ in after.values())
@@ -85,7 +88,7 @@ def test_kill_mid_search_then_resume(tmp_path):
         (t.params, t.seed, t.value) for t in fresh.trials()
     ]
     # running it a third time does nothing
-    subprocess.run(cmd, env=env, check=True, timeout=120, capture_output=True)
+    subprocess.run(cmd, env=env, check=True, timeout=120, capture_output=True, cwd=tmp_path)
     assert _rows(db) == after
 
 

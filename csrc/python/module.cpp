@@ -82,6 +82,8 @@ PYBIND11_MODULE(_core, m) {
         set_num_threads(n);
       },
       py::arg("n"));
+  m.def("get_parallel_min_bytes", &parallel_min_bytes);
+  m.def("set_parallel_min_bytes", &set_parallel_min_bytes, py::arg("bytes"));
   m.def("empty_kernel_slots", [] {
     py::list r;
     find_empty(r, "batchnorm", &batchnorm_kernels_of);

@@ -26,10 +26,17 @@ void set_active_isa(Isa isa);
 int num_threads();
 void set_num_threads(int n);
 
-// Below this many bytes a kernel runs on one thread: waking threads costs more than it saves.
-constexpr std::int64_t kParallelMinBytes = 1 << 18;
+// Below this many bytes moved a kernel runs on one thread (default kParallelMinBytes). Between
+// kernels (a training step spends most of its time in BLAS) OpenMP's workers fall asleep, and
+// waking them costs tens of microseconds, more on a loaded machine: only kernels of ~100 us and
+// up gain from threads. Tests lower it to run small inputs threaded.
+constexpr std::int64_t kParallelMinBytes = 4 << 20;
+std::int64_t parallel_min_bytes();
+void set_parallel_min_bytes(std::int64_t bytes);
 
-inline int threads_for(std::int64_t bytes) { return bytes < kParallelMinBytes ? 1 : num_threads(); }
+inline int threads_for(std::int64_t bytes) {
+  return bytes < parallel_min_bytes() ? 1 : num_threads();
+}
 
 // Storage that kernels allocate (aligned, uninitialised); defined in dispatch.cpp so no
 // allocator template is instantiated inside an ISA-specific translation unit.
