@@ -1,5 +1,7 @@
 """Type stubs for the compiled module bnfast._core (private: use the bnfast package)."""
 
+from collections.abc import Sequence
+
 import numpy as np
 
 __version__: str
@@ -45,3 +47,8 @@ def batchnorm_backward(
     training: bool,
     out: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+# ---- speed-of-light kernels (membench) ----
+def membench(
+    reads: Sequence[np.ndarray], writes: Sequence[np.ndarray], mode: str
+) -> float | None: ...

@@ -146,6 +146,7 @@ inline void check_finite(double v, const char* name) {
 
 // Registration of each kernel family's bindings (one file each).
 void bind_batchnorm(py::module_& m);
+void bind_membench(py::module_& m);
 
 }  // namespace bind
 }  // namespace bnfast

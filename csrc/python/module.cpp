@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "bnfast/batchnorm.h"
+#include "bnfast/membench.h"
 #include "common.h"
 
 namespace bnfast {
@@ -83,7 +84,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("empty_kernel_slots", [] {
     py::list r;
     find_empty(r, "batchnorm", &batchnorm_kernels_of);
+    find_empty(r, "membench", &membench_kernels_of);
     return r;
   });
   bind_batchnorm(m);
+  bind_membench(m);
 }
