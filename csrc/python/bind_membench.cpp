@@ -19,16 +19,28 @@ MemMode parse_mode(const std::string& mode) {
   throw py::value_error("mode must be 'read', 'write', 'write_nt' or 'update', got '" + mode + "'");
 }
 
-std::vector<py::array> arrays_of(const py::sequence& seq, const char* name) {
-  if (seq.size() > static_cast<size_t>(kMemMaxArrays)) {
+constexpr const char* kReadNames[kMemMaxArrays] = {"reads[0]", "reads[1]", "reads[2]", "reads[3]"};
+constexpr const char* kWriteNames[kMemMaxArrays] = {"writes[0]", "writes[1]", "writes[2]",
+                                                    "writes[3]"};
+
+// The arrays of a sequence (at most kMemMaxArrays), without allocating: this binding's own
+// overhead is part of the speed of light of small inputs.
+int arrays_of(const py::sequence& seq, const char* name, const char* const* names,
+              py::object* out) {
+  const size_t n = seq.size();
+  if (n > static_cast<size_t>(kMemMaxArrays)) {
     throw py::value_error(std::string(name) + " holds at most " + std::to_string(kMemMaxArrays) +
-                          " arrays, got " + std::to_string(seq.size()));
+                          " arrays, got " + std::to_string(n));
   }
-  std::vector<py::array> r;
-  for (size_t i = 0; i < seq.size(); ++i) {
-    r.push_back(as_array(seq[i], (std::string(name) + "[" + std::to_string(i) + "]").c_str()));
+  for (size_t i = 0; i < n; ++i) out[i] = as_array(seq[i], names[i]);
+  return static_cast<int>(n);
+}
+
+void check_size(const py::array& a, i64 n, const char* name) {
+  if (a.size() != n) {
+    throw py::value_error(std::string(name) + " must have " + std::to_string(n) +
+                          " elements, got " + std::to_string(a.size()));
   }
-  return r;
 }
 
 template <class T>
@@ -40,40 +52,36 @@ const MembenchFns<T>& fns() {
   }
 }
 
+// in[] and out[] hold arrays (checked by arrays_of); py::array values are made only here, as
+// borrowed references: a default-constructed py::array would allocate an empty ndarray.
 template <class T>
-py::object run(const std::vector<py::array>& in, const std::vector<py::array>& out, MemMode mode,
-               i64 n) {
+py::object run(const py::object* in_, int k, const py::object* out_, int m, MemMode mode, i64 n) {
   MemArgs<T> a{};
-  a.k = static_cast<int>(in.size());
-  a.m = static_cast<int>(out.size());
+  a.k = k;
+  a.m = m;
   a.n = n;
   a.mode = mode;
-  for (size_t i = 0; i < in.size(); ++i) {
-    const std::string name = "reads[" + std::to_string(i) + "]";
-    a.in[i] = in_ptr<T>(in[i], name.c_str());
-    if (in[i].size() != n) {
-      throw py::value_error(name + " must have " + std::to_string(n) + " elements, got " +
-                            std::to_string(in[i].size()));
-    }
+  for (int i = 0; i < k; ++i) {
+    const auto in = py::reinterpret_borrow<py::array>(in_[i]);
+    a.in[i] = in_ptr<T>(in, kReadNames[i]);
+    check_size(in, n, kReadNames[i]);
   }
-  for (size_t j = 0; j < out.size(); ++j) {
-    const std::string name = "writes[" + std::to_string(j) + "]";
-    py::array o = out[j];
-    a.out[j] = out_ptr<T>(o, name.c_str());
-    if (o.size() != n) {
-      throw py::value_error(name + " must have " + std::to_string(n) + " elements, got " +
-                            std::to_string(o.size()));
-    }
+  for (int j = 0; j < m; ++j) {
+    auto out = py::reinterpret_borrow<py::array>(out_[j]);
+    a.out[j] = out_ptr<T>(out, kWriteNames[j]);
+    check_size(out, n, kWriteNames[j]);
     if (mode == MemMode::write_nt && n > 0 &&
         reinterpret_cast<std::uintptr_t>(a.out[j]) % 64 != 0) {
-      throw py::value_error(name + " must start on a 64-byte boundary for non-temporal stores");
+      throw py::value_error(std::string(kWriteNames[j]) +
+                            " must start on a 64-byte boundary for non-temporal stores");
     }
-    for (size_t i = 0; i < in.size(); ++i) {
-      check_no_overlap(o, name.c_str(), in[i], ("reads[" + std::to_string(i) + "]").c_str(), false);
+    for (int i = 0; i < k; ++i) {
+      check_no_overlap(out, kWriteNames[j], py::reinterpret_borrow<py::array>(in_[i]),
+                       kReadNames[i], false);
     }
-    for (size_t i = 0; i < j; ++i) {
-      check_no_overlap(o, name.c_str(), out[i], ("writes[" + std::to_string(i) + "]").c_str(),
-                       false);
+    for (int i = 0; i < j; ++i) {
+      check_no_overlap(out, kWriteNames[j], py::reinterpret_borrow<py::array>(out_[i]),
+                       kWriteNames[i], false);
     }
   }
   double s;
@@ -92,19 +100,20 @@ void bind_membench(py::module_& m) {
       "membench",
       [](const py::sequence& reads, const py::sequence& writes, const std::string& mode_) {
         const MemMode mode = parse_mode(mode_);
-        const std::vector<py::array> in = arrays_of(reads, "reads");
-        const std::vector<py::array> out = arrays_of(writes, "writes");
-        if (mode == MemMode::read && (in.empty() || !out.empty())) {
+        py::object in[kMemMaxArrays], out[kMemMaxArrays];
+        const int k = arrays_of(reads, "reads", kReadNames, in);
+        const int m = arrays_of(writes, "writes", kWriteNames, out);
+        if (mode == MemMode::read && (k == 0 || m != 0)) {
           throw py::value_error("mode 'read' takes at least one array in reads and none in writes");
         }
-        if (mode != MemMode::read && out.empty()) {
+        if (mode != MemMode::read && m == 0) {
           throw py::value_error("mode '" + mode_ + "' needs at least one array in writes");
         }
-        const py::array& first = in.empty() ? out[0] : in[0];
+        const auto first = py::reinterpret_borrow<py::array>(k == 0 ? out[0] : in[0]);
         const i64 n = first.size();
-        return float_dtype(first, in.empty() ? "writes[0]" : "reads[0]") == Dtype::f32
-                   ? run<float>(in, out, mode, n)
-                   : run<double>(in, out, mode, n);
+        return float_dtype(first, k == 0 ? kWriteNames[0] : kReadNames[0]) == Dtype::f32
+                   ? run<float>(in, k, out, m, mode, n)
+                   : run<double>(in, k, out, m, mode, n);
       },
       py::arg("reads"), py::arg("writes"), py::arg("mode"));
 }
