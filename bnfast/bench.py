@@ -532,6 +532,7 @@ def overhead(samples: int = 7, number: int = 2000) -> list[dict[str, Any]]:
         "batch_norm_backward": lambda: bnfast.batch_norm_backward(x, x, m, s, w, out=out),
         "_core.batchnorm_backward": lambda: _core.batchnorm_backward(x, x, 1, m, s, w, True, out),
         "_core.membench (r1w1, 32 floats)": lambda: _core.membench([x], [out], "write"),
+        "numpy.add(x, x, out=) (for scale)": lambda: np.add(x, x, out=out),
     }
     ce = getattr(bnfast, "softmax_cross_entropy", None)
     if ce is not None:
@@ -644,8 +645,9 @@ def run(
     try:
         for case in selected:
             built = {k: v for k, v in case.build().items() if _match(k, impls)}
-            if not any(k.startswith("bnfast-") for k in built) and _match("bnfast-*", impls):
-                skipped.append(f"{case.kernel} {case.shape}: not in this build")
+            no_kernel = not any(k.startswith("bnfast-") for k in built)
+            if no_kernel and _match("bnfast-*", impls) and case.kernel not in skipped:
+                skipped.append(case.kernel)
             if not built:
                 continue
             pool.keep_only({(p.n, p.dtype) for p in case.passes})
@@ -655,6 +657,12 @@ def run(
                 samples = _interleaved({**built, **sol}, rounds, min_sample)
                 med = {k: statistics.median(v) for k, v in samples.items()}
                 sol_t, sol_how = _sol_time(case.passes, med)
+                # Ratios are medians of per-round ratios: samples of one round ran within
+                # moments of each other, so drift between rounds cancels.
+                sol_rounds = [
+                    _sol_time(case.passes, {k: v[i] for k, v in samples.items()})[0]
+                    for i in range(rounds)
+                ]
                 base = {
                     "kernel": case.kernel,
                     "shape": case.shape,
@@ -665,8 +673,13 @@ def run(
                     "sol_pattern": case.pattern,
                     "large": case.large,
                 }
-                ref_np, ref_torch = med.get("numpy"), med.get("torch")
-                entries = [("speed-of-light", sol_t, sol_how, [])]
+
+                def ratio(num: list[float] | None, den: list[float]) -> float | None:
+                    if not num:
+                        return None
+                    return statistics.median(a / b for a, b in zip(num, den))
+
+                entries = [("speed-of-light", sol_t, sol_how, sol_rounds)]
                 entries += [(k, med[k], built[k].variant, samples[k]) for k in built]
                 for name, t, variant, raw in entries:
                     rows.append(
@@ -678,9 +691,9 @@ def run(
                             "samples_s": raw,
                             "gbps": case.nbytes / t / 1e9,
                             "sol_s": sol_t,
-                            "sol_share": sol_t / t,
-                            "vs_numpy": ref_np / t if ref_np else None,
-                            "vs_torch": ref_torch / t if ref_torch else None,
+                            "sol_share": ratio(sol_rounds, raw),
+                            "vs_numpy": ratio(samples.get("numpy"), raw),
+                            "vs_torch": ratio(samples.get("torch"), raw),
                         }
                     )
                 if progress:
@@ -729,11 +742,43 @@ def _case_line(rows: list[dict[str, Any]], case: Case, nt: int) -> str:
     return f"{case.kernel} {case.shape} t={nt}: " + ", ".join(parts)
 
 
-def format_table(result: dict[str, Any]) -> str:
-    """The rows as a Markdown table, then the byte formulas and the per-call overheads."""
+def _compact_lines(result: dict[str, Any]) -> list[str]:
+    """One line per case and thread count: the fastest bnfast ISA beside SOL, NumPy, PyTorch."""
+    head = ("| kernel | shape | thr | SOL | bnfast (best ISA) | GB/s | % SOL | NumPy | PyTorch "
+            "| vs NumPy | vs PyTorch |")  # fmt: skip
+    lines = [head, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    groups: dict[tuple[str, str, int], dict[str, dict[str, Any]]] = {}
+    for r in result["rows"]:
+        groups.setdefault((r["kernel"], r["shape"], r["threads"]), {})[r["impl"]] = r
+    for (kernel, shape, nt), g in groups.items():
+        sol = g["speed-of-light"]
+        mine = [r for k, r in g.items() if k.startswith("bnfast-")]
+        best = min(mine, key=lambda r: r["median_s"]) if mine else None
+        np_r, t_r = g.get("numpy"), g.get("torch")
+
+        def t(r: dict[str, Any] | None) -> str:
+            return "" if r is None else _fmt_time(r["median_s"])
+
+        cells = [kernel, shape, str(nt), t(sol)]
+        if best is None:
+            cells += ["", "", "", t(np_r), t(t_r), "", ""]
+        else:
+            isa = best["impl"].removeprefix("bnfast-")
+            cells += [f"{t(best)} ({isa})", f"{best['gbps']:.1f}",
+                      f"{100 * best['sol_share']:.0f}", t(np_r), t(t_r),
+                      _fmt_ratio(best["vs_numpy"]), _fmt_ratio(best["vs_torch"])]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def format_table(result: dict[str, Any], all_rows: bool = False) -> str:
+    """A Markdown table (one line per case and thread count, or every row with ``all_rows``),
+    then the byte formulas and the per-call overheads."""
     head = "| kernel | shape | thr | impl | median | GB/s | % SOL | vs NumPy | vs PyTorch |"
     lines = [head, "|---|---|--:|---|--:|--:|--:|--:|--:|"]
-    for r in result["rows"]:
+    if not all_rows:
+        lines = _compact_lines(result)
+    for r in result["rows"] if all_rows else []:
         impl = r["impl"] + (f" ({r['variant']})" if r["impl"] == "speed-of-light" else "")
         lines.append(
             f"| {r['kernel']} | {r['shape']} | {r['threads']} | {impl} | "
@@ -747,7 +792,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines += ["", "Bytes that must move (n elements, float32) and speed-of-light pattern:"]
     lines += [f"- {k}: {v}" for k, v in formulas.items()]
     if result.get("skipped"):
-        lines += ["", "Skipped: " + "; ".join(result["skipped"])]
+        lines += ["", "No bnfast kernel in this build for: " + ", ".join(result["skipped"])]
     if result.get("overhead"):
         lines += ["", "| per-call overhead (tiny input, 1 thread) | median |", "|---|--:|"]
         lines += [f"| {o['binding']} | {o['median_us']:.2f} µs |" for o in result["overhead"]]
@@ -756,8 +801,8 @@ def format_table(result: dict[str, Any]) -> str:
         "",
         f"{m['date']} on {m['cpu']} ({m['cpus']} CPUs), bnfast {m['bnfast']}, NumPy {m['numpy']}"
         + (f", PyTorch {m['torch']}" if m["torch"] else ", no PyTorch")
-        + ". vs X = X's median / this row's median (above 1: faster than X); % SOL = speed of"
-        " light / median.",
+        + ". vs X = median over rounds of X's time / this row's time (above 1: faster than X);"
+        " % SOL = the same with the speed of light.",
     ]
     return "\n".join(lines)
 
@@ -818,6 +863,8 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="each sample lasts at least this long (default 2; quick 0.2)")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="tiny shapes, few rounds: a smoke run")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--all-rows", action="store_true",
+                   help="print every implementation (each ISA), not only the fastest bnfast")  # fmt: skip
     p.add_argument("--no-overhead", action="store_true", help="skip the per-call overheads")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
@@ -852,7 +899,7 @@ def main(args: argparse.Namespace) -> int:
         with_overhead=not args.no_overhead,
         progress=None if args.quiet else progress,
     )
-    print(format_table(result))
+    print(format_table(result, all_rows=args.all_rows))
     s = summary(result)
     if s:
         print("\n" + s)

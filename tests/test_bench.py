@@ -24,7 +24,7 @@ def test_quick_cli_json(tmp_path, capsys, threads):
             "--rounds", "2", "--threads", "1,2", "--json", str(path)]  # fmt: skip
     assert main(argv) == 0
     table = capsys.readouterr().out
-    assert "| kernel | shape | thr | impl |" in table
+    assert "| kernel | shape | thr | SOL | bnfast (best ISA) |" in table
     assert "Bytes that must move" in table
     result = json.loads(path.read_text())
     assert set(result) >= {"machine", "settings", "rows", "overhead", "skipped"}
@@ -48,6 +48,9 @@ def test_quick_cli_json(tmp_path, capsys, threads):
     assert all(r["vs_numpy"] == pytest.approx(1.0) for r in numpy_rows)
     assert {o["binding"] for o in result["overhead"]} >= {"_core.batchnorm_fwd_train"}
     assert bnfast.get_num_threads() != 0
+    full = bench.format_table(result, all_rows=True)
+    assert "| kernel | shape | thr | impl |" in full
+    assert full.count("\n") > table.count("\n") - 20
 
 
 def test_every_quick_case_builds_and_runs():
