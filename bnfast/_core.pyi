@@ -152,3 +152,8 @@ def vmath_exp(x: np.ndarray) -> np.ndarray:
 
 def vmath_log(x: np.ndarray) -> np.ndarray:
     """The kernels' vectorized log (vmath.h) elementwise, for measuring its error."""
+
+# ---- speed-of-light kernels (membench) ----
+def membench(
+    reads: Sequence[np.ndarray], writes: Sequence[np.ndarray], mode: str
+) -> float | None: ...

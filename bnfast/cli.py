@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bnfast.tune.cli import add_parser as add_tune
 
     add_tune(sub)
+    from bnfast.bench import add_parser as add_bench
+
+    add_bench(sub)
     return parser
 
 

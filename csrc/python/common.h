@@ -148,6 +148,7 @@ inline void check_finite(double v, const char* name) {
 void bind_batchnorm(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_softmax(py::module_& m);
+void bind_membench(py::module_& m);
 
 }  // namespace bind
 }  // namespace bnfast

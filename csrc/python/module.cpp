@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "bnfast/batchnorm.h"
+#include "bnfast/membench.h"
 #include "bnfast/optim.h"
 #include "bnfast/softmax.h"
 #include "common.h"
@@ -87,11 +88,13 @@ PYBIND11_MODULE(_core, m) {
   m.def("empty_kernel_slots", [] {
     py::list r;
     find_empty(r, "batchnorm", &batchnorm_kernels_of);
+    find_empty(r, "membench", &membench_kernels_of);
     find_empty(r, "optim", &optim_kernels_of);
     find_empty(r, "softmax", &softmax_kernels_of);
     return r;
   });
   bind_batchnorm(m);
+  bind_membench(m);
   bind_optim(m);
   bind_softmax(m);
 }

@@ -1,0 +1,94 @@
+"""`bnfast bench --quick` end to end: tiny shapes, the JSON's fields. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import bnfast
+from bnfast import bench
+from bnfast.cli import main
+
+ROW_FIELDS = {
+    "kernel", "shape", "dtype", "threads", "impl", "variant", "median_s", "samples_s", "bytes",
+    "bytes_formula", "gbps", "sol_s", "sol_share", "sol_pattern", "vs_numpy", "vs_torch", "large",
+}  # fmt: skip
+
+
+def test_quick_cli_json(tmp_path, capsys, threads):
+    path = tmp_path / "bench.json"
+    # one kernel per family keeps the test short; every case is exercised by the next test
+    argv = ["bench", "--quick", "--quiet", "--kernels", "bn_*,softmax_xent,adam",
+            "--rounds", "2", "--threads", "1,2", "--json", str(path)]  # fmt: skip
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "| kernel | shape | thr | SOL | bnfast (best ISA) |" in table
+    assert "Bytes that must move" in table
+    result = json.loads(path.read_text())
+    assert set(result) >= {"machine", "settings", "rows", "overhead", "skipped"}
+    assert result["machine"]["isas"] == bnfast.available_isas()
+    assert result["settings"]["threads"] == [1, 2]
+    rows = result["rows"]
+    for r in rows:
+        assert set(r) >= ROW_FIELDS
+        assert r["median_s"] > 0 and math.isfinite(r["gbps"]) and r["sol_s"] > 0
+        assert r["bytes"] > 0 and r["bytes_formula"]
+    seen = {(r["kernel"], r["threads"], r["impl"]) for r in rows}
+    for kernel in ("bn_train", "bn_eval", "bn_backward"):
+        for nt in (1, 2):
+            assert (kernel, nt, "speed-of-light") in seen
+            assert (kernel, nt, "numpy") in seen
+            for isa in bnfast.available_isas():
+                assert (kernel, nt, f"bnfast-{isa}") in seen
+    sol = [r for r in rows if r["impl"] == "speed-of-light"]
+    assert all(r["sol_share"] == pytest.approx(1.0) for r in sol)
+    numpy_rows = [r for r in rows if r["impl"] == "numpy"]
+    assert all(r["vs_numpy"] == pytest.approx(1.0) for r in numpy_rows)
+    assert {o["binding"] for o in result["overhead"]} >= {"_core.batchnorm_fwd_train"}
+    assert bnfast.get_num_threads() != 0
+    full = bench.format_table(result, all_rows=True)
+    assert "| kernel | shape | thr | impl |" in full
+    assert full.count("\n") > table.count("\n") - 20
+
+
+def test_every_quick_case_builds_and_runs():
+    for case in bench.cases(quick=True):
+        impls = case.build()
+        for impl in impls.values():
+            impl.fn()
+        assert case.nbytes == sum(p.nbytes for p in case.passes)
+        if case.kernel.startswith("bn_"):
+            assert {f"bnfast-{isa}" for isa in bnfast.available_isas()} <= set(impls)
+
+
+def test_reference_shapes_and_formulas():
+    full = {(c.kernel, c.shape): c for c in bench.cases()}
+    assert {"256x1024", "8192x1024", "nchw-32x64x56x56", "nhwc-32x56x56x64"} == {
+        s for k, s in full if k == "bn_train"
+    }
+    assert {"256x10", "4096x1000", "65536x10"} == {s for k, s in full if k == "softmax_xent"}
+    assert {"1e5", "1e7", "1e7/100"} == {s for k, s in full if k == "adam"}
+    n = 8192 * 1024
+    assert full["bn_train", "8192x1024"].nbytes == 3 * 4 * n
+    assert full["bn_eval", "8192x1024"].nbytes == 2 * 4 * n
+    assert full["bn_backward", "8192x1024"].nbytes == 5 * 4 * n
+    # a channel of NCHW (32 planes of 56x56) fits in cache: one pass over memory
+    m = 32 * 64 * 56 * 56
+    assert full["bn_train", "nchw-32x64x56x56"].nbytes == 2 * 4 * m
+    assert full["bn_backward", "nchw-32x64x56x56"].nbytes == 3 * 4 * m
+    assert full["bn_train", "nhwc-32x56x56x64"].nbytes == 3 * 4 * m
+    assert full["softmax_xent", "4096x1000"].nbytes == 2 * 4 * 4096 * 1000 + 8 * 4096
+    assert full["adam", "1e7/100"].nbytes == 7 * 4 * 10**7
+    assert full["sgd", "1e5"].nbytes == 3 * 4 * 10**5
+
+
+def test_filters_select_nothing():
+    result = bench.run(kernels=["no_such_kernel"], quick=True, with_overhead=False)
+    assert result["rows"] == []
+
+
+def test_bad_threads_argument(capsys):
+    assert main(["bench", "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
