@@ -21,18 +21,20 @@ __all__ = ["batch_norm", "cross_entropy"]
 
 # ---- batch norm -----------------------------------------------------------------------------
 
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
 
 def _channels_view(x: Tensor) -> tuple[Tensor, int] | None:
     """``x`` as a C-contiguous tensor over the same memory and its channel axis, or None.
 
-    Contiguous inputs keep the channel axis 1; channels-last ones (NHWC memory, or an (N, C, L)
-    transposed from (N, L, C)) are viewed with the channel axis moved last.
+    Contiguous inputs keep the channel axis 1; channels-last 4-D/5-D ones (the layouts whose
+    output PyTorch also gives channels-last) are viewed with the channel axis moved last.
     """
     if x.is_contiguous():
         return x, 1
-    last = x.movedim(1, -1)
-    if last.is_contiguous():
-        return last, -1
+    fmt = _CHANNELS_LAST.get(x.dim())
+    if fmt is not None and x.is_contiguous(memory_format=fmt):
+        return x.movedim(1, -1), -1
     return None
 
 
@@ -170,6 +172,8 @@ def _ce_reason(x, target, weight, reduction, label_smoothing) -> str | None:
     if not x.is_contiguous():
         return "input is not contiguous (a copy would be needed)"
     if weight is not None:
+        if weight.dtype != x.dtype:
+            return ""  # PyTorch rejects it
         reason = tensor_reason(weight, "weight", x.dtype)
         if reason:
             return reason
@@ -182,15 +186,17 @@ def _ce_reason(x, target, weight, reduction, label_smoothing) -> str | None:
     if target.dtype.is_floating_point:
         if target.shape != x.shape:
             return ""
-        if target.dtype != x.dtype:
+        if target.dtype != x.dtype:  # PyTorch promotes
             return f"probability target is {target.dtype} while the input is {x.dtype}"
         if target.requires_grad:
             return "target requires grad"
-    elif target.dtype in (torch.int64, torch.int32):
+    elif target.dtype == torch.int64:
         if target.shape != (x.shape[:1] + x.shape[2:] if x.dim() > 1 else ()):
             return ""
+    elif target.dtype == torch.uint8:
+        return "target has dtype torch.uint8"
     else:
-        return f"target has dtype {target.dtype}"
+        return ""  # PyTorch rejects other integer targets
     if not target.is_contiguous():
         return "target is not contiguous (a copy would be needed)"
     return None
@@ -239,7 +245,7 @@ def cross_entropy(
 ) -> Tensor:
     """``torch.nn.functional.cross_entropy`` with the loss and its gradient in one fused pass.
 
-    Same arguments and results: class-index targets (int64 or int32) with ``weight``,
+    Same arguments and results: class-index targets (int64; uint8 runs PyTorch's) with ``weight``,
     ``ignore_index`` and ``label_smoothing``, or probability targets of the input's shape and
     dtype; ``reduction`` ``"mean"``, ``"sum"`` or ``"none"``; class axis 1 (or 0 for a 1-D
     input). The gradient is computed in the forward pass and kept for backward (one tensor of
