@@ -17,6 +17,7 @@ and ``foreach`` are accepted and ignored (this is the fused implementation).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -42,23 +43,26 @@ class _Unservable(Exception):
     """A group the kernels cannot step; the message is the reason."""
 
 
-def _order(p: Tensor) -> list[int]:
-    """The permutation that lists ``p``'s dimensions from the largest stride to the smallest."""
+def _order(p: Tensor) -> list[int] | None:
+    """None for a contiguous ``p``; else its dimensions from the largest stride to the smallest."""
+    if p.is_contiguous():
+        return None
     return sorted(range(p.dim()), key=lambda d: -p.stride(d))
 
 
-def _flat(t: Tensor, order: list[int], what: str) -> np.ndarray:
-    """A 1-D NumPy view of ``t``'s memory in the element order ``order`` gives the parameter.
+def _flat(t: Tensor, order: list[int] | None, what: str) -> np.ndarray:
+    """A NumPy view of ``t``'s memory, in the element order ``order`` gives the parameter.
 
     Updates are elementwise, so a parameter, its gradient and its state only need the same
-    layout, not a C-contiguous one (channels-last weights run in place too).
+    layout, not a C-contiguous one (channels-last weights run in place too, viewed 1-D).
     """
     v = t.detach()
-    if v.dim() > 0:
-        v = v.permute(order)
-    if not v.is_contiguous():
-        raise _Unservable(f"{what} of strides {tuple(t.stride())} is not laid out densely")
-    return v.reshape(-1).numpy()
+    if order is None:
+        if v.is_contiguous():
+            return v.numpy()
+    elif v.permute(order).is_contiguous():
+        return v.permute(order).reshape(-1).numpy()
+    raise _Unservable(f"{what} of strides {tuple(t.stride())} is laid out unlike its parameter")
 
 
 def _new_state(p: Tensor) -> Tensor:
@@ -72,7 +76,6 @@ class _Fused:
     param_groups: list[dict[str, Any]]
     state: dict[Tensor, dict[str, Any]]
 
-    @torch.no_grad()
     def _step_group(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
 
@@ -94,6 +97,25 @@ class _Fused:
                 self._torch_step([group])
         return loss
 
+    def _view(self, t: Tensor, order: list[int] | None, what: str) -> np.ndarray:
+        """``_flat(t)``, cached for tensors that live across steps (parameters and state)."""
+        cache: dict[int, tuple[Any, tuple, np.ndarray]] = self.__dict__.setdefault(
+            "_bnfast_views", {}
+        )
+        key = (t.data_ptr(), t.shape, t.stride())
+        hit = cache.get(id(t))
+        if hit is not None and hit[0]() is t and hit[1] == key:
+            return hit[2]
+        arr = _flat(t, order, what)
+        if len(cache) > 64 + 8 * sum(len(g["params"]) for g in self.param_groups):
+            cache.clear()  # forget tensors that are gone (replaced state, removed parameters)
+        cache[id(t)] = (weakref.ref(t), key, arr)
+        return arr
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.__dict__.pop("_bnfast_views", None)  # drop views that keep replaced state alive
+        super().load_state_dict(state_dict)  # type: ignore[misc]
+
     def _torch_step(self, groups: list[dict[str, Any]]) -> None:
         """PyTorch's own step over ``groups`` only (without running the step hooks twice)."""
         step = self._torch_class.step
@@ -106,7 +128,7 @@ class _Fused:
         finally:
             self.param_groups = saved
 
-    def _with_grads(self, group: dict[str, Any]) -> list[tuple[Tensor, list[int]]]:
+    def _with_grads(self, group: dict[str, Any]) -> list[tuple[Tensor, list[int] | None]]:
         """The group's parameters that have a gradient, each with its memory order."""
         out = []
         for p in group["params"]:
@@ -143,7 +165,6 @@ class SGD(_Fused, torch.optim.SGD):
 
     _torch_class = torch.optim.SGD
 
-    @torch.no_grad()
     def _step_group(self, group: dict[str, Any]) -> None:
         momentum = _hyper(group["momentum"])
         hyper = (
@@ -161,10 +182,10 @@ class SGD(_Fused, torch.optim.SGD):
             if first:
                 buf = _new_state(p)
             ps, gs, bs, new = calls.setdefault(first, ([], [], [], []))
-            ps.append(_flat(p, order, "a parameter"))
+            ps.append(self._view(p, order, "a parameter"))
             gs.append(_flat(p.grad, order, "a gradient"))
             if buf is not None:
-                bs.append(_flat(buf, order, "a momentum_buffer"))
+                bs.append(self._view(buf, order, "a momentum_buffer"))
             new.append((p, buf) if first else None)
         for first, (ps, gs, bs, new) in calls.items():
             _call(_core.sgd_update, ps, gs, bs if momentum != 0 else None, *hyper, first)
@@ -178,7 +199,6 @@ class Adam(_Fused, torch.optim.Adam):
 
     _torch_class = torch.optim.Adam
 
-    @torch.no_grad()
     def _step_group(self, group: dict[str, Any]) -> None:
         amsgrad = bool(group["amsgrad"])
         kinds = ("exp_avg", "exp_avg_sq", *(("max_exp_avg_sq",) if amsgrad else ()))
@@ -194,9 +214,9 @@ class Adam(_Fused, torch.optim.Adam):
                 new["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
             step = int(_hyper(state.get("step", new.get("step")))) + 1
             ps, gs, ss, commits = calls.setdefault(step, ([], [], [], []))
-            ps.append(_flat(p, order, "a parameter"))
+            ps.append(self._view(p, order, "a parameter"))
             gs.append(_flat(p.grad, order, "a gradient"))
-            ss.append([_flat(state.get(k, new.get(k)), order, f"an {k}") for k in kinds])
+            ss.append([self._view(state.get(k, new.get(k)), order, f"an {k}") for k in kinds])
             commits.append((state, new))
         for step, (ps, gs, ss, commits) in calls.items():
             m, v, *vmax = ([s[i] for s in ss] for i in range(len(kinds)))
@@ -218,7 +238,6 @@ class RMSprop(_Fused, torch.optim.RMSprop):
 
     _torch_class = torch.optim.RMSprop
 
-    @torch.no_grad()
     def _step_group(self, group: dict[str, Any]) -> None:
         momentum, centered = _hyper(group["momentum"]), bool(group["centered"])
         kinds = ["square_avg"]
@@ -233,10 +252,10 @@ class RMSprop(_Fused, torch.optim.RMSprop):
             new = {k: _new_state(p) for k in kinds if k not in state}
             if "step" not in state:
                 new["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
-            ps.append(_flat(p, order, "a parameter"))
+            ps.append(self._view(p, order, "a parameter"))
             gs.append(_flat(p.grad, order, "a gradient"))
             for k in kinds:
-                lists[k].append(_flat(state.get(k, new.get(k)), order, f"a {k}"))
+                lists[k].append(self._view(state.get(k, new.get(k)), order, f"a {k}"))
             commits.append((state, new))
         if not ps:
             return
