@@ -62,7 +62,9 @@ def _flat(t: Tensor, order: list[int] | None, what: str) -> np.ndarray:
             return v.numpy()
     elif v.permute(order).is_contiguous():
         return v.permute(order).reshape(-1).numpy()
-    raise _Unservable(f"{what} of strides {tuple(t.stride())} is laid out unlike its parameter")
+    raise _Unservable(
+        f"{what} of strides {tuple(t.stride())} is not laid out densely like its parameter"
+    )
 
 
 def _new_state(p: Tensor) -> Tensor:
