@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bnfast._arrays import aligned_empty
+
 _FLOATS = (torch.float32, torch.float64)
 _warned: set[tuple[str, str]] = set()
 
@@ -56,3 +58,22 @@ def tracing_reason() -> str | None:
 def as_numpy(t: torch.Tensor | None) -> np.ndarray | None:
     """A NumPy view of a CPU tensor's memory (no copy)."""
     return None if t is None else t.detach().numpy()
+
+
+_NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_BIG = 4 << 20  # below a few huge pages PyTorch's allocator is as good and cheaper to call
+
+
+def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """A new C-contiguous CPU tensor for a kernel's output.
+
+    Large ones are NumPy allocations (line-aligned, so the kernels may stream past the cache)
+    wrapped without a copy: NumPy asks the kernel for huge pages on big buffers and PyTorch's
+    CPU allocator does not, and a fresh 32 MiB output then costs ~3x less in page faults.
+    """
+    n = 1
+    for d in shape:
+        n *= d
+    if n * (4 if dtype == torch.float32 else 8) < _BIG:
+        return torch.empty(shape, dtype=dtype)
+    return torch.from_numpy(aligned_empty(tuple(shape), _NP_DTYPES[dtype]))

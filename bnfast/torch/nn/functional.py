@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 import bnfast
-from bnfast.torch._fallback import as_numpy, tensor_reason, tracing_reason, warn_fallback
+from bnfast.torch._fallback import as_numpy, empty, tensor_reason, tracing_reason, warn_fallback
 
 __all__ = ["batch_norm", "cross_entropy"]
 
@@ -61,7 +61,7 @@ class _BatchNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):  # type: ignore[override]
         xv, axis = _channels_view(x)  # type: ignore[misc]
-        buf = torch.empty(xv.shape, dtype=x.dtype)  # the layout of x
+        buf = empty(xv.shape, x.dtype)  # the layout of x
         _, mean, invstd = bnfast.batch_norm(
             as_numpy(xv),
             as_numpy(running_mean),
@@ -92,7 +92,7 @@ class _BatchNormFn(torch.autograd.Function):
             warn_fallback("batch_norm backward", reason)
             dx, dw, db = _torch_bn_backward(dy, x, weight, mean, invstd, ctx.training)
         else:
-            buf = torch.empty(xv.shape, dtype=x.dtype)
+            buf = empty(xv.shape, x.dtype)
             _, dw_np, db_np = bnfast.batch_norm_backward(
                 as_numpy(dyv),
                 as_numpy(xv),
@@ -206,7 +206,7 @@ class _CrossEntropyFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, target, weight, ignore_index, reduction, label_smoothing):  # type: ignore[override]
         axis = 1 if x.dim() > 1 else 0
-        grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+        grad = empty(x.shape, x.dtype)
         loss, _ = bnfast.softmax_cross_entropy(
             as_numpy(x),
             as_numpy(target),
