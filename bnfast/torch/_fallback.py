@@ -1,0 +1,79 @@
+"""The one-time warning given when a call is handed to PyTorch's own implementation."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from bnfast._arrays import aligned_empty
+
+_FLOATS = (torch.float32, torch.float64)
+_warned: set[tuple[str, str]] = set()
+
+
+class FallbackWarning(UserWarning):
+    """bnfast.torch ran PyTorch's own implementation of an operation (the reason is named)."""
+
+
+def warn_fallback(what: str, reason: str) -> None:
+    """Warn once per ``(what, reason)`` that ``what`` runs PyTorch's implementation."""
+    key = (what, reason)
+    if key in _warned:
+        return
+    _warned.add(key)
+    warnings.warn(
+        f"bnfast.torch: {what} runs PyTorch's implementation: {reason}",
+        FallbackWarning,
+        stacklevel=4,
+    )
+
+
+def tensor_reason(t: Any, name: str, dtype: torch.dtype | None = None) -> str | None:
+    """Why the kernels cannot read tensor ``t`` in place (None when they can)."""
+    if type(t) not in (torch.Tensor, torch.nn.Parameter):
+        return f"{name} is a {type(t).__name__}, not a plain tensor"
+    if t.device.type != "cpu":
+        return f"{name} is on {t.device}"
+    if t.layout != torch.strided:
+        return f"{name} has layout {t.layout}"
+    if t.dtype not in _FLOATS:
+        return f"{name} has dtype {t.dtype} (bnfast serves float32 and float64)"
+    if dtype is not None and t.dtype != dtype:
+        return f"{name} is {t.dtype} while the input is {dtype}"
+    return None
+
+
+def tracing_reason() -> str | None:
+    """Non-None while TorchScript, tracing or torch.compile is capturing the call."""
+    if torch.jit.is_scripting() or torch.jit.is_tracing():
+        return "TorchScript/tracing"
+    if torch.compiler.is_compiling():
+        return "torch.compile"
+    return None
+
+
+def as_numpy(t: torch.Tensor | None) -> np.ndarray | None:
+    """A NumPy view of a CPU tensor's memory (no copy)."""
+    return None if t is None else t.detach().numpy()
+
+
+_NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_BIG = 4 << 20  # below a few huge pages PyTorch's allocator is as good and cheaper to call
+
+
+def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """A new C-contiguous CPU tensor for a kernel's output.
+
+    Large ones are NumPy allocations (line-aligned, so the kernels may stream past the cache)
+    wrapped without a copy: NumPy asks the kernel for huge pages on big buffers and PyTorch's
+    CPU allocator does not, and a fresh 32 MiB output then costs ~3x less in page faults.
+    """
+    n = 1
+    for d in shape:
+        n *= d
+    if n * (4 if dtype == torch.float32 else 8) < _BIG:
+        return torch.empty(shape, dtype=dtype)
+    return torch.from_numpy(aligned_empty(tuple(shape), _NP_DTYPES[dtype]))

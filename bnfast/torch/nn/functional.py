@@ -1,0 +1,270 @@
+"""``batch_norm`` and ``cross_entropy`` with PyTorch's signatures, on the bnfast kernels.
+
+Both are autograd-aware (``torch.autograd.Function``) and run the kernels on NumPy views of the
+tensors' memory. Whatever the kernels cannot serve runs ``torch.nn.functional``'s own version
+after a one-time :class:`~bnfast.torch.FallbackWarning`. Double backward through these
+functions is not supported (it raises); use PyTorch's own where it is needed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+import bnfast
+from bnfast.torch._fallback import as_numpy, empty, tensor_reason, tracing_reason, warn_fallback
+
+__all__ = ["batch_norm", "cross_entropy"]
+
+
+# ---- batch norm -----------------------------------------------------------------------------
+
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def _channels_view(x: Tensor) -> tuple[Tensor, int] | None:
+    """``x`` as a C-contiguous tensor over the same memory and its channel axis, or None.
+
+    Contiguous inputs keep the channel axis 1; channels-last 4-D/5-D ones (the layouts whose
+    output PyTorch also gives channels-last) are viewed with the channel axis moved last.
+    """
+    if x.is_contiguous():
+        return x, 1
+    fmt = _CHANNELS_LAST.get(x.dim())
+    if fmt is not None and x.is_contiguous(memory_format=fmt):
+        return x.movedim(1, -1), -1
+    return None
+
+
+def _bn_reason(x: Tensor, params: dict[str, Tensor | None]) -> str | None:
+    reason = tracing_reason() or tensor_reason(x, "input")
+    if reason:
+        return reason
+    for name, t in params.items():
+        if t is None:
+            continue
+        reason = tensor_reason(t, name, x.dtype)
+        if reason:
+            return reason
+        if not t.is_contiguous() or t.dim() != 1:
+            return f"{name} is not a contiguous vector"
+    if x.numel() == 0:
+        return "empty input"
+    if _channels_view(x) is None:
+        return f"input of strides {tuple(x.stride())} is neither contiguous nor channels-last"
+    return None
+
+
+class _BatchNormFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):  # type: ignore[override]
+        xv, axis = _channels_view(x)  # type: ignore[misc]
+        buf = empty(xv.shape, x.dtype)  # the layout of x
+        _, mean, invstd = bnfast.batch_norm(
+            as_numpy(xv),
+            as_numpy(running_mean),
+            as_numpy(running_var),
+            as_numpy(weight),
+            as_numpy(bias),
+            training=training,
+            momentum=momentum,
+            eps=eps,
+            axis=axis,
+            out=as_numpy(buf),
+        )
+        ctx.save_for_backward(x, weight, torch.from_numpy(mean), torch.from_numpy(invstd))
+        ctx.training = training
+        ctx.has_bias = bias is not None
+        return buf if axis == 1 else buf.movedim(-1, 1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):  # type: ignore[override]
+        x, weight, mean, invstd = ctx.saved_tensors
+        xv, axis = _channels_view(x)  # type: ignore[misc]
+        dyv = dy if axis == 1 else dy.movedim(1, -1)
+        reason = tensor_reason(dy, "grad_output", x.dtype)
+        if reason is None and not dyv.is_contiguous():
+            reason = "grad_output is not laid out like the input (a copy would be needed)"
+        if reason:
+            warn_fallback("batch_norm backward", reason)
+            dx, dw, db = _torch_bn_backward(dy, x, weight, mean, invstd, ctx.training)
+        else:
+            buf = empty(xv.shape, x.dtype)
+            _, dw_np, db_np = bnfast.batch_norm_backward(
+                as_numpy(dyv),
+                as_numpy(xv),
+                as_numpy(mean),
+                as_numpy(invstd),
+                as_numpy(weight),
+                training=ctx.training,
+                axis=axis,
+                out=as_numpy(buf),
+            )
+            dx = buf if axis == 1 else buf.movedim(-1, 1)
+            dw, db = torch.from_numpy(dw_np), torch.from_numpy(db_np)
+        if weight is None:
+            dw = db = None
+        elif not ctx.has_bias:
+            db = None
+        return dx, dw, db, None, None, None, None, None
+
+
+def _torch_bn_backward(dy, x, weight, mean, invstd, training):
+    """PyTorch's batch-norm backward from the statistics the forward saved."""
+    if training:
+        return torch.ops.aten.native_batch_norm_backward(
+            dy, x, weight, None, None, mean, invstd, True, 0.0, [True, True, True]
+        )
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    dims = [0, *range(2, x.dim())]
+    scale = invstd if weight is None else weight * invstd
+    xhat = (x - mean.view(shape)) * invstd.view(shape)
+    return dy * scale.view(shape), (dy * xhat).sum(dims), dy.sum(dims)
+
+
+def batch_norm(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """``torch.nn.functional.batch_norm`` on the bnfast kernels (same arguments and result).
+
+    Running statistics are updated in place in training (unbiased variance, ``momentum`` the
+    weight of the batch). Contiguous and channels-last inputs run without copies; anything
+    else runs PyTorch's own function after a one-time warning.
+    """
+    params = {"running_mean": running_mean, "running_var": running_var}
+    params.update(weight=weight, bias=bias)
+    reason = _bn_reason(input, params)
+    if reason is None and not training and (running_mean is None or running_var is None):
+        reason = ""  # PyTorch's own error
+    if reason is None and training:
+        F._verify_batch_size(input.size())  # PyTorch's error for one value per channel
+    if reason is not None:
+        if reason:
+            warn_fallback("batch_norm", reason)
+        return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    return _BatchNormFn.apply(
+        input, weight, bias, running_mean, running_var, bool(training), float(momentum), eps
+    )
+
+
+# ---- cross-entropy --------------------------------------------------------------------------
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _ce_reason(x, target, weight, reduction, label_smoothing) -> str | None:
+    """Why the fused kernel cannot serve this call; "" for calls PyTorch must reject itself."""
+    reason = tracing_reason() or tensor_reason(x, "input")
+    if reason:
+        return reason
+    if x.dim() == 0 or reduction not in _REDUCTIONS or not 0.0 <= label_smoothing <= 1.0:
+        return ""
+    if not x.is_contiguous():
+        return "input is not contiguous (a copy would be needed)"
+    if weight is not None:
+        if weight.dtype != x.dtype:
+            return ""  # PyTorch rejects it
+        reason = tensor_reason(weight, "weight", x.dtype)
+        if reason:
+            return reason
+        if weight.requires_grad:
+            return "weight requires grad"
+        if not weight.is_contiguous() or weight.shape != (x.shape[1 if x.dim() > 1 else 0],):
+            return ""
+    if type(target) is not torch.Tensor or target.device.type != "cpu":
+        return "target is not a CPU tensor"
+    if target.dtype.is_floating_point:
+        if target.shape != x.shape:
+            return ""
+        if target.dtype != x.dtype:  # PyTorch promotes
+            return f"probability target is {target.dtype} while the input is {x.dtype}"
+        if target.requires_grad:
+            return "target requires grad"
+    elif target.dtype == torch.int64:
+        if target.shape != (x.shape[:1] + x.shape[2:] if x.dim() > 1 else ()):
+            return ""
+    elif target.dtype == torch.uint8:
+        return "target has dtype torch.uint8"
+    else:
+        return ""  # PyTorch rejects other integer targets
+    if not target.is_contiguous():
+        return "target is not contiguous (a copy would be needed)"
+    return None
+
+
+class _CrossEntropyFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, target, weight, ignore_index, reduction, label_smoothing):  # type: ignore[override]
+        axis = 1 if x.dim() > 1 else 0
+        grad = empty(x.shape, x.dtype)
+        loss, _ = bnfast.softmax_cross_entropy(
+            as_numpy(x),
+            as_numpy(target),
+            as_numpy(weight),
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            axis=axis,
+            out=as_numpy(grad),
+        )
+        ctx.save_for_backward(grad)
+        ctx.axis = axis
+        return torch.from_numpy(loss)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, go):  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        if go.dim() == 0:
+            # loss.backward() passes 1: the fused pass already computed the whole gradient.
+            dx = grad if go.item() == 1.0 else grad * go
+        else:
+            dx = grad * go.unsqueeze(ctx.axis)
+        return dx, None, None, None, None, None
+
+
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """``torch.nn.functional.cross_entropy`` with the loss and its gradient in one fused pass.
+
+    Same arguments and results: class-index targets (int64; uint8 runs PyTorch's) with ``weight``,
+    ``ignore_index`` and ``label_smoothing``, or probability targets of the input's shape and
+    dtype; ``reduction`` ``"mean"``, ``"sum"`` or ``"none"``; class axis 1 (or 0 for a 1-D
+    input). The gradient is computed in the forward pass and kept for backward (one tensor of
+    the input's size, as PyTorch keeps its log-softmax). The deprecated ``size_average`` and
+    ``reduce`` run PyTorch's function.
+
+    Where PyTorch gives NaN for a row of all ``-inf`` logits, bnfast defines the result
+    (loss ``+inf``; see :func:`bnfast.softmax_cross_entropy`).
+    """
+    if size_average is not None or reduce is not None:
+        reason: str | None = "the deprecated size_average/reduce arguments"
+    else:
+        reason = _ce_reason(input, target, weight, reduction, float(label_smoothing))
+    if reason is not None:
+        if reason:
+            warn_fallback("cross_entropy", reason)
+        return F.cross_entropy(
+            input, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing
+        )
+    return _CrossEntropyFn.apply(
+        input, target, weight, int(ignore_index), reduction, float(label_smoothing)
+    )
