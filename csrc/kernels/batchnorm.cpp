@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include "bnfast/batchnorm.h"
+#include "bnfast/parallel.h"
 #include "bnfast/vec.h"
 
 namespace bnfast {
@@ -261,10 +262,9 @@ void moments(const T* x, const Plan& p, double* mean, double* var) {
   if (!p.planes) {
     const i64 W = p.W;
     Scratch<double> gmean(p.G * W), gm2(p.G * W);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (i64 g = 0; g < p.G; ++g) {
+    parallel_for(p.G, nt, [&](i64 g) {
       rows_moments(x, p, p.group_begin(g), p.group_begin(g + 1), &gmean[g * W], &gm2[g * W]);
-    }
+    });
     // Every channel merges the same counts in the same order: weights once per (group, b).
     const i64 GB = p.G * p.B;
     Scratch<double> wb(GB), wab(GB);
@@ -294,15 +294,14 @@ void moments(const T* x, const Plan& p, double* mean, double* var) {
   }
   const i64 U = p.units();
   Scratch<double> umean(U), um2(U);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (i64 u = 0; u < U; ++u) {
+  parallel_for(U, nt, [&](i64 u) {
     const i64 plane = u / p.nseg, k = u % p.nseg;
     const i64 b0 = k * p.S, n = std::min(p.S, p.B - b0);
     const T* seg = x + plane * p.B + b0;
     const T m = sum(seg, n) / static_cast<T>(n);
     umean[u] = m;
     um2[u] = sum_sq_dev(seg, n, m);
-  }
+  });
   for (i64 c = 0; c < p.C; ++c) {
     double n = 0, m = 0, m2 = 0;
     for (i64 a = 0; a < p.A; ++a) {
@@ -342,37 +341,38 @@ void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, c
         cb[c * p.B + b] = shift[c];
       }
     }
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-#pragma omp for schedule(static)
-      for (i64 r = 0; r < p.A; ++r) {
-        const T* xr = x + r * W;
-        T* yr = y + r * W;
-        for_lanes_out<T>(W, stream, [&](i64 j, int k, bool s) {
-          st_out(yr + j, fmadd(ld(xr + j, k) - ld(&cm[j], k), ld(&cs[j], k), ld(&cb[j], k)), k, s);
+    parallel_for(
+        p.A, nt,
+        [&](i64 r) {
+          const T* xr = x + r * W;
+          T* yr = y + r * W;
+          for_lanes_out<T>(W, stream, [&](i64 j, int k, bool s) {
+            st_out(yr + j, fmadd(ld(xr + j, k) - ld(&cm[j], k), ld(&cs[j], k), ld(&cb[j], k)), k,
+                   s);
+          });
+        },
+        [&] {
+          if (stream) stream_fence();
         });
-      }
-      if (stream) stream_fence();
-    }
     return;
   }
   const i64 U = p.units();
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-#pragma omp for schedule(static)
-    for (i64 u = 0; u < U; ++u) {
-      const i64 plane = u / p.nseg, k0 = u % p.nseg;
-      const i64 c = plane % p.C;
-      const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
-      const T* xs = x + plane * p.B + b0;
-      T* ys = y + plane * p.B + b0;
-      const V m = V::set1(mean[c]), s = V::set1(scale[c]), b = V::set1(shift[c]);
-      for_lanes_out<T>(n, stream, [&](i64 j, int k, bool nts) {
-        st_out(ys + j, fmadd(ld(xs + j, k) - m, s, b), k, nts);
+  parallel_for(
+      U, nt,
+      [&](i64 u) {
+        const i64 plane = u / p.nseg, k0 = u % p.nseg;
+        const i64 c = plane % p.C;
+        const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
+        const T* xs = x + plane * p.B + b0;
+        T* ys = y + plane * p.B + b0;
+        const V m = V::set1(mean[c]), s = V::set1(scale[c]), b = V::set1(shift[c]);
+        for_lanes_out<T>(n, stream, [&](i64 j, int k, bool nts) {
+          st_out(ys + j, fmadd(ld(xs + j, k) - m, s, b), k, nts);
+        });
+      },
+      [&] {
+        if (stream) stream_fence();
       });
-    }
-    if (stream) stream_fence();
-  }
 }
 
 // Fills T constants for normalize from double mean/invstd and the optional affine parameters.
@@ -442,8 +442,7 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
       for (i64 b = 0; b < p.B; ++b) cm[c * p.B + b] = mean[c];
     }
     Scratch<double> g1(p.G * W), g2(p.G * W);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (i64 g = 0; g < p.G; ++g) {
+    parallel_for(p.G, nt, [&](i64 g) {
       Scratch<T> a1(W), a2(W);
       double* s1 = &g1[g * W];
       double* s2 = &g2[g * W];
@@ -482,7 +481,7 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
           s2[j] += a2[j];
         }
       }
-    }
+    });
     for (i64 c = 0; c < p.C; ++c) {
       double t1 = 0, t2 = 0;
       for (i64 g = 0; g < p.G; ++g) {
@@ -498,8 +497,7 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
   }
   const i64 U = p.units();
   Scratch<double> u1(U), u2(U);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (i64 u = 0; u < U; ++u) {
+  parallel_for(U, nt, [&](i64 u) {
     const i64 plane = u / p.nseg, k0 = u % p.nseg;
     const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
     const T* xs = x + plane * p.B + b0;
@@ -523,7 +521,7 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
     }
     u1[u] = reduce_add(a0 + a1);
     u2[u] = reduce_add(b0v + b1v);
-  }
+  });
   for (i64 c = 0; c < p.C; ++c) {
     double t1 = 0, t2 = 0;
     for (i64 a = 0; a < p.A; ++a) {
@@ -575,39 +573,40 @@ void backward(const BnBackwardArgs<T>& a) {
         w0[c * p.B + b] = c0[c];
       }
     }
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-#pragma omp for schedule(static)
-      for (i64 r = 0; r < p.A; ++r) {
-        const T* xr = a.x + r * W;
-        const T* dr = a.dy + r * W;
-        T* out = a.dx + r * W;
-        for_lanes_out<T>(W, stream, [&](i64 j, int n, bool s) {
-          const V t = fmadd(ld(dr + j, n), ld(&wk[j], n), ld(&w0[j], n));
-          st_out(out + j, fmadd(ld(xr + j, n) - ld(&wm[j], n), ld(&w1[j], n), t), n, s);
+    parallel_for(
+        p.A, nt,
+        [&](i64 r) {
+          const T* xr = a.x + r * W;
+          const T* dr = a.dy + r * W;
+          T* out = a.dx + r * W;
+          for_lanes_out<T>(W, stream, [&](i64 j, int n, bool s) {
+            const V t = fmadd(ld(dr + j, n), ld(&wk[j], n), ld(&w0[j], n));
+            st_out(out + j, fmadd(ld(xr + j, n) - ld(&wm[j], n), ld(&w1[j], n), t), n, s);
+          });
+        },
+        [&] {
+          if (stream) stream_fence();
         });
-      }
-      if (stream) stream_fence();
-    }
     return;
   }
   const i64 U = p.units();
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-#pragma omp for schedule(static)
-    for (i64 u = 0; u < U; ++u) {
-      const i64 plane = u / p.nseg, k0 = u % p.nseg;
-      const i64 c = plane % C;
-      const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
-      const i64 off = plane * p.B + b0;
-      const V m = V::set1(a.mean[c]), vk = V::set1(k[c]), v1 = V::set1(c1[c]), v0 = V::set1(c0[c]);
-      for_lanes_out<T>(n, stream, [&](i64 j, int w, bool s) {
-        const V t = fmadd(ld(a.dy + off + j, w), vk, v0);
-        st_out(a.dx + off + j, fmadd(ld(a.x + off + j, w) - m, v1, t), w, s);
+  parallel_for(
+      U, nt,
+      [&](i64 u) {
+        const i64 plane = u / p.nseg, k0 = u % p.nseg;
+        const i64 c = plane % C;
+        const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
+        const i64 off = plane * p.B + b0;
+        const V m = V::set1(a.mean[c]), vk = V::set1(k[c]), v1 = V::set1(c1[c]),
+                v0 = V::set1(c0[c]);
+        for_lanes_out<T>(n, stream, [&](i64 j, int w, bool s) {
+          const V t = fmadd(ld(a.dy + off + j, w), vk, v0);
+          st_out(a.dx + off + j, fmadd(ld(a.x + off + j, w) - m, v1, t), w, s);
+        });
+      },
+      [&] {
+        if (stream) stream_fence();
       });
-    }
-    if (stream) stream_fence();
-  }
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "bnfast/membench.h"
+#include "bnfast/parallel.h"
 #include "bnfast/vec.h"
 
 namespace bnfast {
@@ -138,27 +139,14 @@ double run(const MemArgs<T>& a) {
   const i64 units = (a.n + kUnit - 1) / kUnit;
   const i64 arrays = a.k + (a.mode == MemMode::update ? 2 : 1) * a.m;
   const int nt = threads_for(a.n * static_cast<i64>(sizeof(T)) * arrays);
-  const bool read = a.mode == MemMode::read;
-  if (nt == 1) {  // no OpenMP runtime call at all on one thread (small inputs)
-    double total = 0;
-    for (i64 u = 0; u < units; ++u) total += f(a, u * kUnit, std::min(a.n, (u + 1) * kUnit));
-    if (a.mode == MemMode::write_nt) stream_fence();
-    return total;
-  }
-  Scratch<double> part(read ? units : 1);
-#pragma omp parallel num_threads(nt)
-  {
-#pragma omp for schedule(static)
-    for (i64 u = 0; u < units; ++u) {
-      const double s = f(a, u * kUnit, std::min(a.n, (u + 1) * kUnit));
-      if (read) part[u] = s;
-    }
-    if (a.mode == MemMode::write_nt) stream_fence();
-  }
+  Scratch<double> part(units);
+  parallel_for(
+      units, nt, [&](i64 u) { part[u] = f(a, u * kUnit, std::min(a.n, (u + 1) * kUnit)); },
+      [&] {
+        if (a.mode == MemMode::write_nt) stream_fence();
+      });
   double total = 0;
-  if (read) {
-    for (i64 u = 0; u < units; ++u) total += part[u];
-  }
+  for (i64 u = 0; u < units; ++u) total += part[u];
   return total;
 }
 

@@ -18,6 +18,7 @@
 #include <cmath>
 
 #include "bnfast/optim.h"
+#include "bnfast/parallel.h"
 #include "bnfast/vec.h"
 
 namespace bnfast {
@@ -86,11 +87,10 @@ void for_units(i64 count, const i64* numel, int arrays, F&& f) {
   const Units units(count, numel);
   const i64 U = units.size();
   const int nt = threads_for(units.total() * static_cast<i64>(sizeof(T)) * arrays);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (i64 u = 0; u < U; ++u) {
+  parallel_for(U, nt, [&](i64 u) {
     const i64 i = units.tensor(u), off = units.offset(u);
     f(i, off, std::min(kBlock, numel[i] - off));
-  }
+  });
 }
 
 // Runtime options turned into template flags: dispatch(f, Flags<>{}, b1, b2, ...) calls
@@ -296,11 +296,10 @@ void sum_squares(i64 count, const i64* numel, const T* const* x, double* out) {
   const i64 U = units.size();
   Scratch<double> part(std::max<i64>(1, U));
   const int nt = threads_for(units.total() * static_cast<i64>(sizeof(T)));
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (i64 u = 0; u < U; ++u) {
+  parallel_for(U, nt, [&](i64 u) {
     const i64 i = units.tensor(u), off = units.offset(u);
     part[u] = unit_sum_squares(x[i] + off, std::min(kBlock, numel[i] - off));
-  }
+  });
   double s = 0;
   for (i64 u = 0; u < U; ++u) s += part[u];
   *out = s;

@@ -25,6 +25,7 @@
 #include <cmath>
 #include <limits>
 
+#include "bnfast/parallel.h"
 #include "bnfast/softmax.h"
 #include "bnfast/vec.h"
 #include "bnfast/vmath.h"
@@ -267,8 +268,7 @@ void softmax(const SoftmaxArgs<T>& a) {
   const Plan p = make_plan<T>(a.s);
   if (p.rows == 0 || p.K == 0) return;
   const int nt = threads<T>(p, 2);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (i64 u = 0; u < p.units; ++u) {
+  parallel_for(p.units, nt, [&](i64 u) {
     unit_range(
         p, u,
         [&](i64 r0, i64 r1) {
@@ -279,7 +279,7 @@ void softmax(const SoftmaxArgs<T>& a) {
           }
         },
         [&](i64 ai, i64 b0, i64 b1) { softmax_cols(a, p, ai, b0, b1); });
-  }
+  });
 }
 
 // softmax:     dx = y * (dy - sum(y * dy));  log_softmax: dx = dy - exp(y) * sum(dy)
@@ -348,8 +348,7 @@ void softmax_backward(const SoftmaxBackwardArgs<T>& a) {
   const Plan p = make_plan<T>(a.s);
   if (p.rows == 0 || p.K == 0) return;
   const int nt = threads<T>(p, 3);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (i64 u = 0; u < p.units; ++u) {
+  parallel_for(p.units, nt, [&](i64 u) {
     unit_range(
         p, u,
         [&](i64 r0, i64 r1) {
@@ -360,7 +359,7 @@ void softmax_backward(const SoftmaxBackwardArgs<T>& a) {
           }
         },
         [&](i64 ai, i64 b0, i64 b1) { backward_cols(a, p, ai, b0, b1); });
-  }
+  });
 }
 
 // ---- cross-entropy --------------------------------------------------------------------------
@@ -661,8 +660,7 @@ void xent_impl(const XentArgs<T>& a) {
   c.scale = static_cast<T>(a.row_scale);
   Scratch<double> usum(p.units);
   const int nt = threads<T>(p, 2);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (i64 u = 0; u < p.units; ++u) {
+  parallel_for(p.units, nt, [&](i64 u) {
     unit_range(
         p, u,
         [&](i64 r0, i64 r1) {
@@ -670,7 +668,7 @@ void xent_impl(const XentArgs<T>& a) {
                             : xent_rows<T, kKind>(a, c, p, r0, r1);
         },
         [&](i64 ai, i64 b0, i64 b1) { usum[u] = xent_cols<T, kKind>(a, c, p, ai, b0, b1); });
-  }
+  });
   double total = 0;
   for (i64 u = 0; u < p.units; ++u) total += usum[u];
   *a.loss_sum = total;
@@ -704,8 +702,7 @@ void bce(const BceArgs<T>& a) {
   Scratch<double> usum(units);
   const T scale = static_cast<T>(a.elem_scale);
   const int nt = threads_for(a.n * static_cast<i64>(sizeof(T)) * 3);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (i64 u = 0; u < units; ++u) {
+  parallel_for(units, nt, [&](i64 u) {
     const V one = V::set1(T(1)), zero = V::zero();
     double acc = 0;
     for (i64 r = u * R; r < std::min(rows, (u + 1) * R); ++r) {
@@ -741,7 +738,7 @@ void bce(const BceArgs<T>& a) {
       acc += static_cast<double>(reduce_add(lacc));
     }
     usum[u] = acc;
-  }
+  });
   double total = 0;
   for (i64 u = 0; u < units; ++u) total += usum[u];
   *a.loss_sum = total;
@@ -753,25 +750,23 @@ template <class T>
 void exp_array(const T* x, T* y, i64 n) {
   const int nt = threads_for(n * static_cast<i64>(sizeof(T)) * 2);
   const i64 chunk = 1 << 14, units = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (i64 u = 0; u < units; ++u) {
+  parallel_for(units, nt, [&](i64 u) {
     const i64 o = u * chunk;
     for_lanes<T>(std::min(chunk, n - o),
                  [&](i64 j, int k) { st(y + o + j, vexp(ld(x + o + j, k)), k); });
-  }
+  });
 }
 
 template <class T>
 void log_array(const T* x, T* y, i64 n) {
   const int nt = threads_for(n * static_cast<i64>(sizeof(T)) * 2);
   const i64 chunk = 1 << 14, units = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (i64 u = 0; u < units; ++u) {
+  parallel_for(units, nt, [&](i64 u) {
     const i64 o = u * chunk;
     for_lanes<T>(std::min(chunk, n - o), [&](i64 j, int k) {
       st(y + o + j, vlog(ld(x + o + j, k, Vec<T>::set1(T(1)))), k);
     });
-  }
+  });
 }
 
 }  // namespace
