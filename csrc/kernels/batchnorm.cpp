@@ -176,7 +176,7 @@ inline void strip_m2(const T* x, i64 W, i64 r0, i64 r1, i64 j, int last, const T
 template <class T>
 void rows_moments(const T* x, const Plan& p, i64 r0, i64 r1, double* gmean, double* gm2) {
   const i64 W = p.W;
-  Scratch<T> cm(W), cm2(W);
+  Scratch<T> cm(W, x), cm2(W);
   double ng = 0;
   for (i64 c0 = r0; c0 < r1; c0 += p.R) {
     const i64 c1 = std::min(c0 + p.R, r1);
@@ -255,6 +255,41 @@ inline T sum_sq_dev(const T* x, i64 n, T m) {
   return reduce_add((a0 + a1) + (a2 + a3));
 }
 
+// Mean and M2 of plane segment u (planes traversal), two passes from cache.
+template <class T>
+inline void unit_moments(const T* x, const Plan& p, i64 u, double& mean, double& m2) {
+  const i64 plane = u / p.nseg, k = u % p.nseg;
+  const i64 b0 = k * p.S, n = std::min(p.S, p.B - b0);
+  const T* seg = x + plane * p.B + b0;
+  const T m = sum(seg, n) / static_cast<T>(n);
+  mean = m;
+  m2 = sum_sq_dev(seg, n, m);
+}
+
+// Merges the segments of channel c in (a, segment) order: unit(u, m, m2) gives each one's
+// moments. Every path merges in this order, so fused and unfused runs agree bitwise.
+template <class F>
+inline void merge_channel_units(const Plan& p, i64 c, F&& unit, double& mean, double& var) {
+  double n = 0, m = 0, m2 = 0;
+  for (i64 a = 0; a < p.A; ++a) {
+    for (i64 k = 0; k < p.nseg; ++k) {
+      const i64 u = (a * p.C + c) * p.nseg + k;
+      const double nu = static_cast<double>(std::min(p.S, p.B - k * p.S));
+      double um, um2;
+      unit(u, um, um2);
+      if (n == 0) {
+        m = um;
+        m2 = um2;
+      } else {
+        chan_merge(ChanWeights(n, nu), m, m2, um, um2);
+      }
+      n += nu;
+    }
+  }
+  mean = m;
+  var = m2 / n;
+}
+
 // Per-channel mean and biased variance (double) of x.
 template <class T>
 void moments(const T* x, const Plan& p, double* mean, double* var) {
@@ -294,43 +329,41 @@ void moments(const T* x, const Plan& p, double* mean, double* var) {
   }
   const i64 U = p.units();
   Scratch<double> umean(U), um2(U);
-  parallel_for(U, nt, [&](i64 u) {
-    const i64 plane = u / p.nseg, k = u % p.nseg;
-    const i64 b0 = k * p.S, n = std::min(p.S, p.B - b0);
-    const T* seg = x + plane * p.B + b0;
-    const T m = sum(seg, n) / static_cast<T>(n);
-    umean[u] = m;
-    um2[u] = sum_sq_dev(seg, n, m);
-  });
+  parallel_for(U, nt, [&](i64 u) { unit_moments(x, p, u, umean[u], um2[u]); });
   for (i64 c = 0; c < p.C; ++c) {
-    double n = 0, m = 0, m2 = 0;
-    for (i64 a = 0; a < p.A; ++a) {
-      for (i64 k = 0; k < p.nseg; ++k) {
-        const i64 u = (a * p.C + c) * p.nseg + k;
-        const double nu = static_cast<double>(std::min(p.S, p.B - k * p.S));
-        if (n == 0) {
+    merge_channel_units(
+        p, c,
+        [&](i64 u, double& m, double& m2) {
           m = umean[u];
           m2 = um2[u];
-        } else {
-          chan_merge(ChanWeights(n, nu), m, m2, umean[u], um2[u]);
-        }
-        n += nu;
-      }
-    }
-    mean[c] = m;
-    var[c] = m2 / n;
+        },
+        mean[c], var[c]);
   }
 }
 
 // ---- normalize --------------------------------------------------------------------------
+
+// Normalizes plane segment u (planes traversal) with its channel's constants.
+template <class T>
+inline void normalize_unit(const T* x, T* y, const Plan& p, i64 u, T mean, T scale, T shift,
+                           bool stream) {
+  using V = Vec<T>;
+  const i64 plane = u / p.nseg, k0 = u % p.nseg;
+  const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
+  const T* xs = x + plane * p.B + b0;
+  T* ys = y + plane * p.B + b0;
+  const V m = V::set1(mean), s = V::set1(scale), b = V::set1(shift);
+  for_lanes_out<T>(n, stream, [&](i64 j, int k, bool nt) {
+    st_out(ys + j, fmadd(ld(xs + j, k) - m, s, b), k, nt);
+  });
+}
 
 // y = (x - mean[c]) * scale[c] + shift[c]; per-channel constants given in T.
 template <class T>
 void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, const T* shift) {
   using V = Vec<T>;
   const int nt = threads<T>(p, 2);
-  const bool stream = use_stream(y, x, p.A * p.W * static_cast<i64>(sizeof(T)),
-                                 (p.planes ? p.B : p.W) * static_cast<i64>(sizeof(T)));
+  const bool stream = stream_output(p, y, x);
   if (!p.planes) {
     const i64 W = p.W;
     Scratch<T> cm(W), cs(W), cb(W);
@@ -356,58 +389,86 @@ void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, c
         });
     return;
   }
-  const i64 U = p.units();
   parallel_for(
-      U, nt,
+      p.units(), nt,
       [&](i64 u) {
-        const i64 plane = u / p.nseg, k0 = u % p.nseg;
-        const i64 c = plane % p.C;
-        const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
-        const T* xs = x + plane * p.B + b0;
-        T* ys = y + plane * p.B + b0;
-        const V m = V::set1(mean[c]), s = V::set1(scale[c]), b = V::set1(shift[c]);
-        for_lanes_out<T>(n, stream, [&](i64 j, int k, bool nts) {
-          st_out(ys + j, fmadd(ld(xs + j, k) - m, s, b), k, nts);
-        });
+        const i64 c = (u / p.nseg) % p.C;
+        normalize_unit(x, y, p, u, mean[c], scale[c], shift[c], stream);
       },
       [&] {
         if (stream) stream_fence();
       });
 }
 
-// Fills T constants for normalize from double mean/invstd and the optional affine parameters.
 template <class T>
-void affine_constants(const Plan& p, const double* mean, const double* invstd, const T* weight,
-                      const T* bias, T* cm, T* cs, T* cb) {
-  for (i64 c = 0; c < p.C; ++c) {
-    cm[c] = static_cast<T>(mean[c]);
-    cs[c] = static_cast<T>((weight ? static_cast<double>(weight[c]) : 1.0) * invstd[c]);
-    cb[c] = bias ? bias[c] : T(0);
-  }
+inline bool stream_output(const Plan& p, const T* out, const T* in) {
+  return use_stream(out, in, p.A * p.W * i64(sizeof(T)), (p.planes ? p.B : p.W) * i64(sizeof(T)));
+}
+
+// Planes traversal with each channel's data small enough for L2: statistics, then the
+// normalize (or dx) pass while the channel's planes are still in cache — one pass over memory.
+// Channels are independent, so this is also bitwise independent of the thread count.
+constexpr i64 kChannelCacheBytes = 768 * 1024;
+
+template <class T>
+inline bool channel_fused(const Plan& p, int arrays) {
+  return p.planes && p.A * p.B * i64(sizeof(T)) * arrays <= kChannelCacheBytes;
+}
+
+// Normalize constants of channel c from its double mean/invstd and the optional affine
+// parameters.
+template <class T>
+inline void affine_constants(i64 c, double mean, double invstd, const T* weight, const T* bias,
+                             T* cm, T* cs, T* cb) {
+  cm[c] = static_cast<T>(mean);
+  cs[c] = static_cast<T>((weight ? static_cast<double>(weight[c]) : 1.0) * invstd);
+  cb[c] = bias ? bias[c] : T(0);
 }
 
 template <class T>
 void fwd_train(const BnTrainArgs<T>& a) {
   const Plan p = make_plan<T>(a.s);
   const i64 C = p.C;
-  Scratch<double> mean(C), var(C), invstd(C);
-  moments(a.x, p, mean.data(), var.data());
   const double M = static_cast<double>(p.A * p.B);
-  for (i64 c = 0; c < C; ++c) {
-    invstd[c] = 1.0 / std::sqrt(var[c] + a.eps);
-    a.save_mean[c] = static_cast<T>(mean[c]);
-    a.save_invstd[c] = static_cast<T>(invstd[c]);
+  Scratch<T> cm(C), cs(C), cb(C);
+  // From channel c's batch statistics: saved stats, running stats, normalize constants.
+  auto finish = [&](i64 c, double mean, double var) {
+    const double invstd = 1.0 / std::sqrt(var + a.eps);
+    a.save_mean[c] = static_cast<T>(mean);
+    a.save_invstd[c] = static_cast<T>(invstd);
     const double m = a.momentum;
     if (a.running_mean) {
-      a.running_mean[c] = static_cast<T>((1 - m) * a.running_mean[c] + m * mean[c]);
+      a.running_mean[c] = static_cast<T>((1 - m) * a.running_mean[c] + m * mean);
     }
     if (a.running_var) {
-      a.running_var[c] = static_cast<T>((1 - m) * a.running_var[c] + m * var[c] * M / (M - 1));
+      a.running_var[c] = static_cast<T>((1 - m) * a.running_var[c] + m * var * M / (M - 1));
     }
+    affine_constants(c, mean, invstd, a.weight, a.bias, cm.data(), cs.data(), cb.data());
+  };
+  if (channel_fused<T>(p, 1)) {
+    const bool stream = stream_output(p, a.y, a.x);
+    parallel_for(
+        C, threads<T>(p, 2),
+        [&](i64 c) {
+          double mean, var;
+          merge_channel_units(
+              p, c, [&](i64 u, double& m, double& m2) { unit_moments(a.x, p, u, m, m2); }, mean,
+              var);
+          finish(c, mean, var);
+          for (i64 aa = 0; aa < p.A; ++aa) {
+            for (i64 k = 0; k < p.nseg; ++k) {
+              normalize_unit(a.x, a.y, p, (aa * C + c) * p.nseg + k, cm[c], cs[c], cb[c], stream);
+            }
+          }
+        },
+        [&] {
+          if (stream) stream_fence();
+        });
+    return;
   }
-  Scratch<T> cm(C), cs(C), cb(C);
-  affine_constants(p, mean.data(), invstd.data(), a.weight, a.bias, cm.data(), cs.data(),
-                   cb.data());
+  Scratch<double> mean(C), var(C);
+  moments(a.x, p, mean.data(), var.data());
+  for (i64 c = 0; c < C; ++c) finish(c, mean[c], var[c]);
   normalize(a.x, a.y, p, cm.data(), cs.data(), cb.data());
 }
 
@@ -415,16 +476,14 @@ template <class T>
 void fwd_eval(const BnEvalArgs<T>& a) {
   const Plan p = make_plan<T>(a.s);
   const i64 C = p.C;
-  Scratch<double> mean(C), invstd(C);
-  for (i64 c = 0; c < C; ++c) {
-    mean[c] = a.running_mean[c];
-    invstd[c] = 1.0 / std::sqrt(static_cast<double>(a.running_var[c]) + a.eps);
-    a.save_mean[c] = a.running_mean[c];
-    a.save_invstd[c] = static_cast<T>(invstd[c]);
-  }
   Scratch<T> cm(C), cs(C), cb(C);
-  affine_constants(p, mean.data(), invstd.data(), a.weight, a.bias, cm.data(), cs.data(),
-                   cb.data());
+  for (i64 c = 0; c < C; ++c) {
+    const double invstd = 1.0 / std::sqrt(static_cast<double>(a.running_var[c]) + a.eps);
+    a.save_mean[c] = a.running_mean[c];
+    a.save_invstd[c] = static_cast<T>(invstd);
+    affine_constants(c, double(a.running_mean[c]), invstd, a.weight, a.bias, cm.data(), cs.data(),
+                     cb.data());
+  }
   normalize(a.x, a.y, p, cm.data(), cs.data(), cb.data());
 }
 
@@ -443,7 +502,7 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
     }
     Scratch<double> g1(p.G * W), g2(p.G * W);
     parallel_for(p.G, nt, [&](i64 g) {
-      Scratch<T> a1(W), a2(W);
+      Scratch<T> a1(W, x, 1344), a2(W, x, 2752);
       double* s1 = &g1[g * W];
       double* s2 = &g2[g * W];
       std::fill(s1, s1 + W, 0.0);
