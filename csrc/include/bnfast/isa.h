@@ -29,7 +29,12 @@ void set_num_threads(int n);
 // Below this many bytes a kernel runs on one thread: waking threads costs more than it saves.
 constexpr std::int64_t kParallelMinBytes = 1 << 18;
 
-inline int threads_for(std::int64_t bytes) { return bytes < kParallelMinBytes ? 1 : num_threads(); }
+// The thread count for a parallel region (notes that the OpenMP pool is in use: see fork_safe).
+int parallel_threads();
+
+inline int threads_for(std::int64_t bytes) {
+  return bytes < kParallelMinBytes ? 1 : parallel_threads();
+}
 
 // Storage that kernels allocate (aligned, uninitialised); defined in dispatch.cpp so no
 // allocator template is instantiated inside an ISA-specific translation unit.
