@@ -8,6 +8,33 @@ import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+# A broadcast view (a zero stride) costs no memory however large it is, but its copy does: above
+# this size copying one is refused instead of silently allocating gigabytes.
+MAX_BROADCAST_COPY_BYTES = 1 << 30
+
+
+def contiguous(a: np.ndarray, name: str, dtype: Any = None, keep_0d: bool = False) -> np.ndarray:
+    """``a`` as an aligned C-contiguous array (of ``dtype``), copying only when needed; 0-d
+    arrays become 1-d (like ``np.ascontiguousarray``) unless ``keep_0d``.
+
+    Raises ValueError, before any copy, for a broadcast view whose copy would exceed
+    :data:`MAX_BROADCAST_COPY_BYTES`.
+    """
+    if a.ndim == 0 and not keep_0d:
+        a = a.reshape(1)
+    dt = a.dtype if dtype is None else np.dtype(dtype)
+    if a.flags.c_contiguous and a.flags.aligned and dt == a.dtype:
+        return a
+    nbytes = a.size * dt.itemsize
+    if nbytes > MAX_BROADCAST_COPY_BYTES and any(
+        st == 0 and n > 1 for st, n in zip(a.strides, a.shape)
+    ):
+        raise ValueError(
+            f"{name} is a broadcast view of {a.size} elements; copying it would allocate "
+            f"{nbytes / 2**30:.1f} GiB. Pass a contiguous array"
+        )
+    return np.array(a, dtype=dt, order="C", copy=True)  # aligned, unlike ascontiguousarray
+
 
 def as_array(obj: Any, name: str) -> np.ndarray:
     """View ``obj`` as an ndarray without copying where NumPy can (buffer protocol, DLPack)."""
@@ -29,15 +56,15 @@ def as_array(obj: Any, name: str) -> np.ndarray:
 def float_input(obj: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
     """A C-contiguous float32/float64 array for a read-only input.
 
-    Non-contiguous inputs are copied (documented behaviour); integer or other dtypes are
-    refused with TypeError. With ``dtype``, the array must already have that dtype.
+    Non-contiguous (or misaligned) inputs are copied (documented behaviour); integer or other
+    dtypes are refused with TypeError. With ``dtype``, the array must already have that dtype.
     """
     a = as_array(obj, name)
     if a.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64, got {a.dtype}")
     if dtype is not None and a.dtype != dtype:
         raise TypeError(f"{name} must be {dtype} like the input, got {a.dtype}")
-    return np.ascontiguousarray(a)
+    return contiguous(a, name)
 
 
 def optional_input(obj: Any, name: str, dtype: np.dtype) -> np.ndarray | None:

@@ -59,7 +59,14 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Set the number of threads the kernels use; results do not depend on it (bitwise)."""
+    """Set the number of threads the kernels use; results do not depend on it (bitwise).
+
+    Safe to call while other threads run kernels (a kernel may see either count; its result
+    is the same). A process forked after bnfast ran a multithreaded kernel (``multiprocessing``
+    with the ``fork`` start method) runs its kernels on one thread, and this call has no effect
+    there: the OpenMP runtime (libgomp) cannot start threads again in a forked child and would
+    hang. Use the ``spawn`` or ``forkserver`` start method for multithreaded kernels in workers.
+    """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     _core.set_num_threads(n)

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bnfast import _core
-from bnfast._arrays import as_array, float_input, inplace, optional_input
+from bnfast._arrays import as_array, contiguous, float_input, inplace, optional_input
 
 __all__ = [
     "BatchNormOutput",
@@ -216,13 +216,13 @@ def _class_target(target: Any) -> np.ndarray:
             f"target must be integer class indices or float probabilities, got {t.dtype}"
         )
     if t.dtype.kind == "f":
-        return np.ascontiguousarray(t)  # probabilities have the logits' shape (ndim >= 1)
+        return contiguous(t, "target")  # probabilities have the logits' shape (ndim >= 1)
     big = t.dtype.kind == "u" and t.dtype.itemsize == 8 and t.size > 0
     if big and t.max() > np.iinfo(np.int64).max:
         raise IndexError(f"target holds {t.max()}, out of range for any number of classes")
     if t.dtype.kind == "u" or t.dtype.itemsize not in (4, 8) or not t.dtype.isnative:
-        return t.astype(np.int64)
-    return t if t.flags.c_contiguous else t.copy(order="C")  # keeps 0-d targets 0-d
+        return contiguous(t, "target", np.int64, keep_0d=True)
+    return contiguous(t, "target", keep_0d=True)
 
 
 def softmax_cross_entropy(
@@ -366,7 +366,7 @@ def sigmoid_binary_cross_entropy(
         raise TypeError(f"targets must be numeric, got {y.dtype}")
     if y.shape != x.shape:
         raise ValueError(f"targets must have the logits' shape {x.shape}, got {y.shape}")
-    y = np.ascontiguousarray(y, dtype=x.dtype)
+    y = contiguous(y, "targets", x.dtype)
     w = _bce_param(weight, "weight", x.shape, x.dtype)
     pw = _bce_param(pos_weight, "pos_weight", x.shape, x.dtype)
     red = _reduction(reduction)

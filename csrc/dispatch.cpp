@@ -9,6 +9,7 @@
 #include "bnfast/isa.h"
 #ifdef BNFAST_OPENMP
 #include <omp.h>
+#include <pthread.h>
 #endif
 
 namespace bnfast {
@@ -17,6 +18,21 @@ namespace {
 std::atomic<int> g_active{-1};
 std::atomic<int> g_threads{0};
 std::atomic<std::int64_t> g_parallel_min_bytes{kParallelMinBytes};
+// libgomp is not fork-safe: a child forked after the parent ran a parallel region inherits a
+// thread pool whose threads do not exist, and its next parallel region hangs. Such a child runs
+// every kernel on one thread (results are bitwise the same for any thread count).
+std::atomic<bool> g_parallel_used{false};
+std::atomic<bool> g_single_after_fork{false};
+
+#ifdef BNFAST_OPENMP
+void on_fork_child() {
+  if (g_parallel_used.load(std::memory_order_relaxed)) {
+    g_single_after_fork.store(true, std::memory_order_relaxed);
+    g_threads.store(1, std::memory_order_relaxed);
+  }
+}
+[[maybe_unused]] const int g_atfork_registered = pthread_atfork(nullptr, nullptr, &on_fork_child);
+#endif
 
 bool cpu_has(Isa isa) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -124,6 +140,7 @@ void set_num_threads(int n) {
 #ifndef BNFAST_OPENMP
   n = 1;
 #endif
+  if (g_single_after_fork.load(std::memory_order_relaxed)) n = 1;
   g_threads.store(n, std::memory_order_relaxed);
 }
 
@@ -131,6 +148,14 @@ std::int64_t parallel_min_bytes() { return g_parallel_min_bytes.load(std::memory
 
 void set_parallel_min_bytes(std::int64_t bytes) {
   g_parallel_min_bytes.store(bytes < 0 ? 0 : bytes, std::memory_order_relaxed);
+}
+
+int parallel_threads() {
+  const int n = num_threads();
+  if (n > 1 && !g_parallel_used.load(std::memory_order_relaxed)) {
+    g_parallel_used.store(true, std::memory_order_relaxed);
+  }
+  return n;
 }
 
 void* aligned_malloc(std::int64_t bytes) {

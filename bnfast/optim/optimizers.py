@@ -21,7 +21,7 @@ from typing import Any, Union
 import numpy as np
 
 from bnfast import _core
-from bnfast._arrays import FLOAT_DTYPES, as_array
+from bnfast._arrays import FLOAT_DTYPES, as_array, contiguous
 
 __all__ = [
     "SGD",
@@ -87,9 +87,9 @@ def _grad_list(grads: Grads, names: list[str] | None, n: int) -> list[np.ndarray
         raise ValueError(f"grads has {len(items)} arrays, expected {n} (one per parameter)")
     out = []
     for i, g in enumerate(items):
-        a = as_array(g, _label(names, i, "grads"))
+        label = _label(names, i, "grads")
         # Gradients are only read: a non-contiguous one is copied (dtype is checked by _core).
-        out.append(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+        out.append(contiguous(as_array(g, label), label, keep_0d=True))
     return out
 
 
@@ -534,5 +534,5 @@ def clip_grad_norm(grads: Grads, max_norm: float, error_if_nonfinite: bool = Fal
 
 def global_norm(arrays: Grads) -> float:
     """The 2-norm of all elements of all ``arrays`` together (float32/float64, contiguous)."""
-    items = [np.ascontiguousarray(as_array(a, "arrays")) for a in _array_list(arrays, "arrays")]
+    items = [contiguous(as_array(a, "arrays"), "arrays") for a in _array_list(arrays, "arrays")]
     return _core.global_norm(items)

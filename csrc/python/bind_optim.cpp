@@ -95,6 +95,9 @@ void check_overlaps(std::vector<Span>& spans, const std::vector<ListArg>& lists)
 struct Collected {
   Group<float> f32;
   Group<double> f64;
+  // Owns a reference to every array whose pointer is kept: a list subclass's __getitem__ may
+  // return a fresh array, and another thread may empty the list while the GIL is released.
+  std::vector<py::array> keep;
 };
 
 Collected collect(std::vector<ListArg>& lists) {
@@ -116,6 +119,7 @@ Collected collect(std::vector<ListArg>& lists) {
     for (size_t l = 0; l < lists.size(); ++l) {
       const std::string name = item_name(lists[l].name, i);
       py::array a = l == 0 ? p : as_array(lists[l].seq[i], name.c_str());
+      c.keep.push_back(a);
       if (l > 0) check_shape(a, shape_of(p), name.c_str());
       if (dt == Dtype::f32) {
         check_buffer<float>(a, name.c_str(), lists[l].written);

@@ -57,7 +57,7 @@ inline bool native_byteorder(const py::array& a) {
 #endif
 }
 
-// Checks dtype T, native byte order, C-contiguity and (if asked) writability.
+// Checks dtype T, native byte order, C-contiguity, alignment and (if asked) writability.
 template <class T>
 inline void check_buffer(const py::array& a, const char* name, bool writable) {
   const char kind = a.dtype().kind();
@@ -67,6 +67,10 @@ inline void check_buffer(const py::array& a, const char* name, bool writable) {
   }
   if (!(a.flags() & py::array::c_style)) {
     throw py::value_error(std::string(name) + " must be C-contiguous");
+  }
+  // A misaligned T* (a view at an odd byte offset) is undefined behaviour in C++.
+  if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_)) {
+    throw py::value_error(std::string(name) + " is not aligned to its dtype (copy it first)");
   }
   if (writable && !a.writeable()) {
     throw py::value_error(std::string(name) + " is read-only");

@@ -34,8 +34,11 @@ constexpr std::int64_t kParallelMinBytes = 4 << 20;
 std::int64_t parallel_min_bytes();
 void set_parallel_min_bytes(std::int64_t bytes);
 
+// The thread count for a parallel region (notes that the OpenMP pool is in use: see fork_safe).
+int parallel_threads();
+
 inline int threads_for(std::int64_t bytes) {
-  return bytes < parallel_min_bytes() ? 1 : num_threads();
+  return bytes < parallel_min_bytes() ? 1 : parallel_threads();
 }
 
 // Storage that kernels allocate (aligned, uninitialised); defined in dispatch.cpp so no
@@ -75,11 +78,16 @@ void aligned_free(void* p);
 #endif
 
 // Defines the accessors declared by BNFAST_DECLARE_KERNELS, in one baseline translation unit.
-// Tables of ISAs that are not compiled stay empty; set_active_isa never selects them.
-#define BNFAST_DEFINE_KERNELS_ACTIVE(Table, name)                                                  \
-  const Table& name##_of(::bnfast::Isa isa) {                                                      \
-    static const Table tables[::bnfast::kNumIsas] = {scalar::name(), BNFAST_IF_AVX2(avx2::name()), \
-                                                     BNFAST_IF_AVX512(avx512::name())};            \
-    return tables[static_cast<int>(isa)];                                                          \
-  }                                                                                                \
+// Tables of ISAs that are not compiled, or not supported by this CPU, stay empty (the table
+// functions are compiled for their ISA and may themselves use its instructions: building the
+// AVX-512 table on an AVX2-only CPU is SIGILL); set_active_isa never selects them.
+#define BNFAST_DEFINE_KERNELS_ACTIVE(Table, name)                                              \
+  const Table& name##_of(::bnfast::Isa isa) {                                                  \
+    static const Table tables[::bnfast::kNumIsas] = {                                          \
+        scalar::name(),                                                                        \
+        BNFAST_IF_AVX2(::bnfast::isa_supported(::bnfast::Isa::avx2) ? avx2::name() : Table{}), \
+        BNFAST_IF_AVX512(::bnfast::isa_supported(::bnfast::Isa::avx512) ? avx512::name()       \
+                                                                        : Table{})};           \
+    return tables[static_cast<int>(isa)];                                                      \
+  }                                                                                            \
   const Table& name##_active() { return name##_of(::bnfast::active_isa()); }
