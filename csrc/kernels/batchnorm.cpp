@@ -343,17 +343,21 @@ void moments(const T* x, const Plan& p, double* mean, double* var) {
 
 // ---- normalize --------------------------------------------------------------------------
 
-// Normalizes plane segment u (planes traversal) with its channel's constants.
+// Normalizes plane segment u (planes traversal) with its channel's constants. With `prefetch`
+// it also pulls the same segment of the next plane (the next channel) into L2, so the channel
+// pipeline's statistics pass does not start every plane cold.
 template <class T>
 inline void normalize_unit(const T* x, T* y, const Plan& p, i64 u, T mean, T scale, T shift,
-                           bool stream) {
+                           bool stream, bool prefetch = false) {
   using V = Vec<T>;
   const i64 plane = u / p.nseg, k0 = u % p.nseg;
   const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
   const T* xs = x + plane * p.B + b0;
   T* ys = y + plane * p.B + b0;
   const V m = V::set1(mean), s = V::set1(scale), b = V::set1(shift);
+  const T* next = prefetch ? xs + p.B : nullptr;
   for_lanes_out<T>(n, stream, [&](i64 j, int k, bool nt) {
+    if (next) __builtin_prefetch(next + j, 0, 2);  // interleaved with the stores
     st_out(ys + j, fmadd(ld(xs + j, k) - m, s, b), k, nt);
   });
 }
@@ -457,7 +461,8 @@ void fwd_train(const BnTrainArgs<T>& a) {
           finish(c, mean, var);
           for (i64 aa = 0; aa < p.A; ++aa) {
             for (i64 k = 0; k < p.nseg; ++k) {
-              normalize_unit(a.x, a.y, p, (aa * C + c) * p.nseg + k, cm[c], cs[c], cb[c], stream);
+              normalize_unit(a.x, a.y, p, (aa * C + c) * p.nseg + k, cm[c], cs[c], cb[c], stream,
+                             c + 1 < C);
             }
           }
         },
@@ -488,6 +493,75 @@ void fwd_eval(const BnEvalArgs<T>& a) {
 }
 
 // ---- backward ---------------------------------------------------------------------------
+
+// sum(dy) and sum(dy * (x - mean)) over plane segment u (planes traversal).
+template <class T>
+inline void unit_grad_sums(const T* dy, const T* x, const Plan& p, i64 u, const T* mean, double& s1,
+                           double& s2) {
+  using V = Vec<T>;
+  constexpr int N = V::N;
+  const i64 plane = u / p.nseg, k0 = u % p.nseg;
+  const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
+  const T* xs = x + plane * p.B + b0;
+  const T* ds = dy + plane * p.B + b0;
+  const V m = V::set1(mean[plane % p.C]);
+  V a0 = V::zero(), a1 = V::zero(), b0v = V::zero(), b1v = V::zero();
+  i64 i = 0;
+  for (; i + 2 * N <= n; i += 2 * N) {
+    const V d0 = V::load(ds + i), d1 = V::load(ds + i + N);
+    a0 = a0 + d0;
+    a1 = a1 + d1;
+    b0v = fmadd(d0, V::load(xs + i) - m, b0v);
+    b1v = fmadd(d1, V::load(xs + i + N) - m, b1v);
+  }
+  for (; i < n; i += N) {
+    const int k = static_cast<int>(std::min<i64>(N, n - i));
+    const V d = ld(ds + i, k);  // zero in masked-off lanes, so their products vanish
+    a0 = a0 + d;
+    b0v = fmadd(d, ld(xs + i, k) - m, b0v);
+  }
+  s1 = reduce_add(a0 + a1);
+  s2 = reduce_add(b0v + b1v);
+}
+
+// Sums the segments of channel c in (a, segment) order, as merge_channel_units does.
+template <class F>
+inline void sum_channel_units(const Plan& p, i64 c, F&& unit, double& s1, double& s2) {
+  double t1 = 0, t2 = 0;
+  for (i64 a = 0; a < p.A; ++a) {
+    for (i64 k = 0; k < p.nseg; ++k) {
+      double u1, u2;
+      unit((a * p.C + c) * p.nseg + k, u1, u2);
+      t1 += u1;
+      t2 += u2;
+    }
+  }
+  s1 = t1;
+  s2 = t2;
+}
+
+// dx of plane segment u: dy * k + (x - mean) * c1 + c0 with its channel's coefficients; with
+// `prefetch`, pulls the next plane's segment of x and dy into L2 (see normalize_unit).
+template <class T>
+inline void dx_unit(const BnBackwardArgs<T>& a, const Plan& p, i64 u, T k, T c1, T c0, bool stream,
+                    bool prefetch = false) {
+  using V = Vec<T>;
+  const i64 plane = u / p.nseg, k0 = u % p.nseg;
+  const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
+  const i64 off = plane * p.B + b0;
+  const V m = V::set1(a.mean[plane % p.C]), vk = V::set1(k), v1 = V::set1(c1), v0 = V::set1(c0);
+  const T* dy = a.dy + off;
+  const T* x = a.x + off;
+  T* dx = a.dx + off;
+  for_lanes_out<T>(n, stream, [&](i64 j, int w, bool s) {
+    if (prefetch) {
+      __builtin_prefetch(x + p.B + j, 0, 2);
+      __builtin_prefetch(dy + p.B + j, 0, 2);
+    }
+    const V t = fmadd(ld(dy + j, w), vk, v0);
+    st_out(dx + j, fmadd(ld(x + j, w) - m, v1, t), w, s);
+  });
+}
 
 // Per-channel sum(dy) and sum(dy * (x - mean)) in double.
 template <class T>
@@ -556,41 +630,15 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
   }
   const i64 U = p.units();
   Scratch<double> u1(U), u2(U);
-  parallel_for(U, nt, [&](i64 u) {
-    const i64 plane = u / p.nseg, k0 = u % p.nseg;
-    const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
-    const T* xs = x + plane * p.B + b0;
-    const T* ds = dy + plane * p.B + b0;
-    const V m = V::set1(mean[plane % p.C]);
-    V a0 = V::zero(), a1 = V::zero(), b0v = V::zero(), b1v = V::zero();
-    constexpr int N = V::N;
-    i64 i = 0;
-    for (; i + 2 * N <= n; i += 2 * N) {
-      const V d0 = V::load(ds + i), d1 = V::load(ds + i + N);
-      a0 = a0 + d0;
-      a1 = a1 + d1;
-      b0v = fmadd(d0, V::load(xs + i) - m, b0v);
-      b1v = fmadd(d1, V::load(xs + i + N) - m, b1v);
-    }
-    for (; i < n; i += N) {
-      const int k = static_cast<int>(std::min<i64>(N, n - i));
-      const V d = ld(ds + i, k);  // zero in masked-off lanes, so their products vanish
-      a0 = a0 + d;
-      b0v = fmadd(d, ld(xs + i, k) - m, b0v);
-    }
-    u1[u] = reduce_add(a0 + a1);
-    u2[u] = reduce_add(b0v + b1v);
-  });
+  parallel_for(U, nt, [&](i64 u) { unit_grad_sums(dy, x, p, u, mean, u1[u], u2[u]); });
   for (i64 c = 0; c < p.C; ++c) {
-    double t1 = 0, t2 = 0;
-    for (i64 a = 0; a < p.A; ++a) {
-      for (i64 k = 0; k < p.nseg; ++k) {
-        t1 += u1[(a * p.C + c) * p.nseg + k];
-        t2 += u2[(a * p.C + c) * p.nseg + k];
-      }
-    }
-    sdy[c] = t1;
-    sdyx[c] = t2;
+    sum_channel_units(
+        p, c,
+        [&](i64 u, double& t1, double& t2) {
+          t1 = u1[u];
+          t2 = u2[u];
+        },
+        sdy[c], sdyx[c]);
   }
 }
 
@@ -598,29 +646,57 @@ template <class T>
 void backward(const BnBackwardArgs<T>& a) {
   const Plan p = make_plan<T>(a.s);
   const i64 C = p.C;
-  Scratch<double> sdy(C), sdyx(C);
   const bool need_sums = a.training || a.dweight || a.dbias;
-  if (need_sums) grad_sums(a.dy, a.x, p, a.mean, sdy.data(), sdyx.data());
-  for (i64 c = 0; c < C; ++c) {
-    if (a.dweight) a.dweight[c] = static_cast<T>(sdyx[c] * a.invstd[c]);
-    if (a.dbias) a.dbias[c] = static_cast<T>(sdy[c]);
-  }
-  if (!a.dx) return;
-  // dx = dy * k + (x - mean) * c1 + c0 per channel.
-  Scratch<T> k(C), c1(C), c0(C);
   const double M = static_cast<double>(p.A * p.B);
-  for (i64 c = 0; c < C; ++c) {
+  const bool stream = a.dx && stream_output(p, a.dx, a.x) && a.dx != a.dy;
+  const int nt = threads<T>(p, 3);
+  Scratch<T> k(C), c1(C), c0(C);
+  // From channel c's sums: dweight, dbias and the coefficients of
+  // dx = dy * k + (x - mean) * c1 + c0.
+  auto finish = [&](i64 c, double sdy, double sdyx) {
+    if (a.dweight) a.dweight[c] = static_cast<T>(sdyx * a.invstd[c]);
+    if (a.dbias) a.dbias[c] = static_cast<T>(sdy);
     const double is = a.invstd[c];
     const double kc = (a.weight ? static_cast<double>(a.weight[c]) : 1.0) * is;
     k[c] = static_cast<T>(kc);
-    c1[c] = a.training ? static_cast<T>(-kc * is * is * sdyx[c] / M) : T(0);
-    c0[c] = a.training ? static_cast<T>(-kc * sdy[c] / M) : T(0);
+    c1[c] = a.training ? static_cast<T>(-kc * is * is * sdyx / M) : T(0);
+    c0[c] = a.training ? static_cast<T>(-kc * sdy / M) : T(0);
+  };
+  if (a.dx && channel_fused<T>(p, 2)) {
+    parallel_for(
+        C, nt,
+        [&](i64 c) {
+          double sdy = 0, sdyx = 0;
+          if (need_sums) {
+            sum_channel_units(
+                p, c,
+                [&](i64 u, double& t1, double& t2) {
+                  unit_grad_sums(a.dy, a.x, p, u, a.mean, t1, t2);
+                },
+                sdy, sdyx);
+          }
+          finish(c, sdy, sdyx);
+          for (i64 aa = 0; aa < p.A; ++aa) {
+            for (i64 s = 0; s < p.nseg; ++s) {
+              dx_unit(a, p, (aa * C + c) * p.nseg + s, k[c], c1[c], c0[c], stream, c + 1 < C);
+            }
+          }
+        },
+        [&] {
+          if (stream) stream_fence();
+        });
+    return;
   }
+  Scratch<double> sdy(C), sdyx(C);
+  if (need_sums) {
+    grad_sums(a.dy, a.x, p, a.mean, sdy.data(), sdyx.data());
+  } else {
+    std::fill(sdy.data(), sdy.data() + C, 0.0);
+    std::fill(sdyx.data(), sdyx.data() + C, 0.0);
+  }
+  for (i64 c = 0; c < C; ++c) finish(c, sdy[c], sdyx[c]);
+  if (!a.dx) return;
   using V = Vec<T>;
-  const int nt = threads<T>(p, 3);
-  const i64 bytes = p.A * p.W * static_cast<i64>(sizeof(T));
-  const bool stream =
-      use_stream(a.dx, a.x, bytes, (p.planes ? p.B : p.W) * i64(sizeof(T))) && a.dx != a.dy;
   if (!p.planes) {
     const i64 W = p.W;
     Scratch<T> wm(W), wk(W), w1(W), w0(W);
@@ -648,20 +724,11 @@ void backward(const BnBackwardArgs<T>& a) {
         });
     return;
   }
-  const i64 U = p.units();
   parallel_for(
-      U, nt,
+      p.units(), nt,
       [&](i64 u) {
-        const i64 plane = u / p.nseg, k0 = u % p.nseg;
-        const i64 c = plane % C;
-        const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
-        const i64 off = plane * p.B + b0;
-        const V m = V::set1(a.mean[c]), vk = V::set1(k[c]), v1 = V::set1(c1[c]),
-                v0 = V::set1(c0[c]);
-        for_lanes_out<T>(n, stream, [&](i64 j, int w, bool s) {
-          const V t = fmadd(ld(a.dy + off + j, w), vk, v0);
-          st_out(a.dx + off + j, fmadd(ld(a.x + off + j, w) - m, v1, t), w, s);
-        });
+        const i64 c = (u / p.nseg) % C;
+        dx_unit(a, p, u, k[c], c1[c], c0[c], stream);
       },
       [&] {
         if (stream) stream_fence();
