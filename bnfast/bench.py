@@ -722,6 +722,73 @@ def run(
     }
 
 
+def dropin(
+    threads: Sequence[int] | None = None,
+    rounds: int = 7,
+    min_sample: float = 2e-3,
+    kernels: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """The ``bnfast.torch`` drop-ins beside PyTorch's own (``bnfast.torch.bench`` cases).
+
+    Each row: kernel, shape, threads, median seconds of ``torch``, ``torch-fused`` (where
+    PyTorch has a fused CPU optimizer) and ``bnfast.torch``, and the speed-up of the drop-in
+    over PyTorch's fastest variant (median of per-round ratios). Empty without PyTorch.
+    """
+    if _torch() is None:
+        return []
+    from bnfast.torch import bench as tb
+
+    ncpu = os.cpu_count() or 1
+    rows: list[dict[str, Any]] = []
+    old = bnfast.get_num_threads()
+    try:
+        for kernel, shape in tb.CASES:
+            if not _match(kernel, kernels):
+                continue
+            items = {impl: Impl(tb.make(kernel, shape, impl)) for impl in tb.impls(kernel)}
+            for nt in list(threads) if threads else sorted({1, ncpu}):
+                _set_threads(nt)
+                samples = _interleaved(items, rounds, min_sample)
+                theirs = [k for k in samples if k != "bnfast.torch"]
+                best = min(theirs, key=lambda k: statistics.median(samples[k]))
+                rows.append(
+                    {
+                        "kernel": kernel,
+                        "shape": "x".join(map(str, shape)),
+                        "threads": nt,
+                        **{k: statistics.median(v) for k, v in samples.items()},
+                        "speedup": statistics.median(
+                            a / b for a, b in zip(samples[best], samples["bnfast.torch"])
+                        ),
+                        "vs": best,
+                    }
+                )
+                if progress:
+                    progress(
+                        f"drop-in {kernel} {rows[-1]['shape']} t={nt}: x{rows[-1]['speedup']:.2f}"
+                    )
+    finally:
+        bnfast.set_num_threads(old)
+    return rows
+
+
+def format_dropin(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of :func:`dropin` rows."""
+    lines = [
+        "| step | shape | thr | PyTorch | PyTorch fused | bnfast.torch | speed-up |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for r in rows:
+        fused = r.get("torch-fused")
+        lines.append(
+            f"| {r['kernel']} | {r['shape']} | {r['threads']} | {_fmt_time(r['torch'])} | "
+            f"{'' if fused is None else _fmt_time(fused)} | {_fmt_time(r['bnfast.torch'])} | "
+            f"{r['speedup']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 # --- output --------------------------------------------------------------------------------------
 
 
@@ -867,6 +934,9 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="print every implementation (each ISA), not only the fastest bnfast")  # fmt: skip
     p.add_argument("--no-overhead", action="store_true", help="skip the per-call overheads")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--torch-dropin", action="store_true",
+                   help="also time the bnfast.torch drop-ins beside PyTorch's own modules, "
+                        "cross_entropy and optimizers (needs PyTorch)")  # fmt: skip
     return p
 
 
@@ -903,6 +973,17 @@ def main(args: argparse.Namespace) -> int:
     s = summary(result)
     if s:
         print("\n" + s)
+    if args.torch_dropin:
+        if _torch() is None:
+            print("\n--torch-dropin: PyTorch is not installed", file=sys.stderr)
+        else:
+            result["dropin"] = dropin(
+                threads=args.threads,
+                kernels=args.kernels,
+                progress=None if args.quiet else progress,
+            )
+            print("\nPyTorch drop-in (bnfast.torch) vs PyTorch, training-loop calls:\n")
+            print(format_dropin(result["dropin"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -92,3 +92,14 @@ def test_filters_select_nothing():
 def test_bad_threads_argument(capsys):
     assert main(["bench", "--threads", "0"]) == 2
     assert "--threads" in capsys.readouterr().err
+
+
+def test_torch_dropin_rows():
+    pytest.importorskip("torch")
+    from bnfast import bench
+
+    rows = bench.dropin(threads=[1], rounds=1, min_sample=0, kernels=["xent-fwd-bwd"])
+    assert {r["shape"] for r in rows} == {"256x10", "4096x1000", "65536x10"}
+    for r in rows:
+        assert r["torch"] > 0 and r["bnfast.torch"] > 0 and r["speedup"] > 0
+    assert "bnfast.torch" in bench.format_dropin(rows)
