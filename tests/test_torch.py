@@ -67,7 +67,9 @@ def close(actual, expected, ulps=64, scale=None, msg=""):
 
 def test_import_bnfast_does_not_import_torch():
     code = "import sys, bnfast, bnfast.nn, bnfast.optim; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/"
+    )  # outside the source tree: import the installed package
     assert out.stdout.strip() == "False"
 
 
@@ -76,7 +78,9 @@ def test_clear_import_error_without_torch():
         "import sys; sys.modules['torch'] = None\n"
         "try:\n    import bnfast.torch\nexcept ImportError as e:\n    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/"
+    )  # outside the source tree: import the installed package
     assert "bnfast.torch needs PyTorch" in out.stdout
 
 
