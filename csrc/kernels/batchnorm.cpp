@@ -34,27 +34,6 @@ constexpr i64 kChunkBytes = 256 * 1024;  // row chunk: re-read from L2; long str
 constexpr i64 kMaxGroups = 48;  // divisible by 1, 2, 3, 4, 6, 8, 12, 16, 24: even thread loads
 constexpr i64 kPlaneMinBytes = 256;
 
-template <class T>
-inline Vec<T> ld(const T* p, int n) {
-  return n == Vec<T>::N ? Vec<T>::load(p) : Vec<T>::load_partial(p, n);
-}
-template <class T>
-inline void st(T* p, Vec<T> v, int n) {
-  if (n == Vec<T>::N) {
-    v.store(p);
-  } else {
-    v.store_partial(p, n);
-  }
-}
-// Calls f(j, n) over [0, w) in steps of one vector; n < N only for the last step.
-template <class T, class F>
-inline void for_lanes(i64 w, F&& f) {
-  constexpr int N = Vec<T>::N;
-  i64 j = 0;
-  for (; j + N <= w; j += N) f(j, N);
-  if (j < w) f(j, static_cast<int>(w - j));
-}
-
 // Outputs larger than this that do not overwrite an input are written with non-temporal
 // stores: they skip the read-for-ownership and leave the cache to the inputs. Only when every
 // row (or plane) starts on a cache line, so no line is written partly streamed and partly not

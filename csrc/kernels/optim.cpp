@@ -27,27 +27,6 @@ namespace {
 
 constexpr i64 kBlock = 8192;  // elements per work unit: a few arrays of it stay in L2
 
-template <class T>
-inline Vec<T> ld(const T* p, int n) {
-  return n == Vec<T>::N ? Vec<T>::load(p) : Vec<T>::load_partial(p, n);
-}
-template <class T>
-inline void st(T* p, Vec<T> v, int n) {
-  if (n == Vec<T>::N) {
-    v.store(p);
-  } else {
-    v.store_partial(p, n);
-  }
-}
-// Calls f(j, n) over [0, w) in steps of one vector; n < N only for the last step.
-template <class T, class F>
-inline void for_lanes(i64 w, F&& f) {
-  constexpr int N = Vec<T>::N;
-  i64 j = 0;
-  for (; j + N <= w; j += N) f(j, N);
-  if (j < w) f(j, static_cast<int>(w - j));
-}
-
 // The (tensor, offset) of every unit, in tensor order.
 class Units {
  public:

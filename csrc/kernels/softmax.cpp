@@ -57,36 +57,10 @@ inline void tile_out(const T* tile, T* dst, i64 n, i64 K) {
   }
 }
 
-template <class T>
-inline Vec<T> ld(const T* p, int n) {
-  return n == Vec<T>::N ? Vec<T>::load(p) : Vec<T>::load_partial(p, n);
-}
-template <class T>
-inline Vec<T> ld(const T* p, int n, Vec<T> fill) {
-  return n == Vec<T>::N ? Vec<T>::load(p) : Vec<T>::load_partial(p, n, fill);
-}
-template <class T>
-inline void st(T* p, Vec<T> v, int n) {
-  if (n == Vec<T>::N) {
-    v.store(p);
-  } else {
-    v.store_partial(p, n);
-  }
-}
 // v in the first n lanes, 0 elsewhere.
 template <class T>
 inline Vec<T> keep(Vec<T> v, int n) {
   return n == Vec<T>::N ? v : select(Vec<T>::tail_mask(n), v, Vec<T>::zero());
-}
-template <class F, int N>
-inline void for_lanes_n(i64 w, F&& f) {
-  i64 j = 0;
-  for (; j + N <= w; j += N) f(j, N);
-  if (j < w) f(j, static_cast<int>(w - j));
-}
-template <class T, class F>
-inline void for_lanes(i64 w, F&& f) {
-  for_lanes_n<F, Vec<T>::N>(w, static_cast<F&&>(f));
 }
 
 template <class T>

@@ -397,6 +397,34 @@ BNFAST_VEC_BITS(double, pd, 64)
 #error "unknown BNFAST_TARGET"
 #endif
 
+// Loads and stores of the first n lanes (n == N: a full vector; the test folds away where n is
+// a constant), and the loop over a row in vectors with a partial last one: the tail strategy
+// every kernel shares.
+template <class T>
+inline Vec<T> ld(const T* p, int n) {
+  return n == Vec<T>::N ? Vec<T>::load(p) : Vec<T>::load_partial(p, n);
+}
+template <class T>
+inline Vec<T> ld(const T* p, int n, Vec<T> fill) {
+  return n == Vec<T>::N ? Vec<T>::load(p) : Vec<T>::load_partial(p, n, fill);
+}
+template <class T>
+inline void st(T* p, Vec<T> v, int n) {
+  if (n == Vec<T>::N) {
+    v.store(p);
+  } else {
+    v.store_partial(p, n);
+  }
+}
+// Calls f(j, n) over [0, w) in steps of one vector; n < N only for the last step.
+template <class T, class F>
+inline void for_lanes(i64 w, F&& f) {
+  constexpr int N = Vec<T>::N;
+  i64 j = 0;
+  for (; j + N <= w; j += N) f(j, N);
+  if (j < w) f(j, static_cast<int>(w - j));
+}
+
 // Uninitialised aligned scratch memory owned by a kernel call.
 template <class T>
 class Scratch {
