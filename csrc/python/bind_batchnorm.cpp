@@ -18,24 +18,6 @@ const BatchNormFns<T>& fns() {
   }
 }
 
-Shape3 view3(const py::array& x, int axis, const char* name) {
-  if (x.ndim() < 1) throw py::value_error(std::string(name) + " must have at least 1 dimension");
-  const int ax = normalize_axis(axis, x.ndim(), name);
-  Shape3 s{1, x.shape(ax), 1};
-  for (int i = 0; i < ax; ++i) s.A *= x.shape(i);
-  for (py::ssize_t i = ax + 1; i < x.ndim(); ++i) s.B *= x.shape(i);
-  return s;
-}
-
-// A per-channel vector of length C (or nullptr for None), read-only or writable.
-template <class T>
-const T* channel_in(const py::object& obj, i64 C, const char* name) {
-  if (is_none(obj)) return nullptr;
-  py::array a = as_array(obj, name);
-  check_shape(a, {C}, name);
-  return in_ptr<T>(a, name);
-}
-
 template <class T>
 T* channel_out(const py::object& obj, i64 C, const char* name, const py::array& x) {
   if (is_none(obj)) return nullptr;
@@ -44,16 +26,6 @@ T* channel_out(const py::object& obj, i64 C, const char* name, const py::array& 
   T* p = out_ptr<T>(a, name);
   check_no_overlap(a, name, x, "x", false);
   return p;
-}
-
-// `out` if given (checked against x's shape and dtype), else a new array.
-template <class T>
-py::array output_like(const py::object& out, const py::array& like, const char* name) {
-  if (is_none(out)) return empty<T>(shape_of(like));
-  py::array a = as_array(out, name);
-  check_shape(a, shape_of(like), name);
-  out_ptr<T>(a, name);
-  return a;
 }
 
 template <class T>

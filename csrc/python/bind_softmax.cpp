@@ -22,39 +22,6 @@ const SoftmaxFns<T>& fns() {
   }
 }
 
-// (A, K, B) view along `axis`; `rest` receives the shape without the axis.
-Shape3 view3(const py::array& x, int axis, const char* name, std::vector<i64>* rest = nullptr) {
-  if (x.ndim() < 1) throw py::value_error(std::string(name) + " must have at least 1 dimension");
-  const int ax = normalize_axis(axis, x.ndim(), name);
-  Shape3 s{1, x.shape(ax), 1};
-  for (int i = 0; i < ax; ++i) s.A *= x.shape(i);
-  for (py::ssize_t i = ax + 1; i < x.ndim(); ++i) s.B *= x.shape(i);
-  if (rest) {
-    rest->clear();
-    for (py::ssize_t i = 0; i < x.ndim(); ++i) {
-      if (i != ax) rest->push_back(x.shape(i));
-    }
-  }
-  return s;
-}
-
-template <class T>
-py::array output_like(const py::object& out, const py::array& like, const char* name) {
-  if (is_none(out)) return empty<T>(shape_of(like));
-  py::array a = as_array(out, name);
-  check_shape(a, shape_of(like), name);
-  out_ptr<T>(a, name);
-  return a;
-}
-
-template <class T>
-const T* vector_in(const py::object& obj, i64 n, const char* name) {
-  if (is_none(obj)) return nullptr;
-  py::array a = as_array(obj, name);
-  check_shape(a, {n}, name);
-  return in_ptr<T>(a, name);
-}
-
 template <class T>
 py::array softmax(const py::array& x, int axis, bool log, const py::object& out) {
   SoftmaxArgs<T> a{};
@@ -149,7 +116,7 @@ py::tuple xent(const py::array& x, const py::array& target, int axis, const py::
     throw py::value_error("label_smoothing must be in [0, 1], got " +
                           std::to_string(label_smoothing));
   }
-  a.weight = vector_in<T>(weight, K, "weight");
+  a.weight = channel_in<T>(weight, K, "weight");
   a.ignore_index = ignore_index;
   a.label_smoothing = label_smoothing;
   const char kind = target.dtype().kind();

@@ -11,6 +11,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "bnfast/isa.h"
+
 namespace bnfast {
 namespace bind {
 
@@ -146,6 +148,42 @@ inline int normalize_axis(int axis, i64 ndim, const char* array_name) {
 
 inline void check_finite(double v, const char* name) {
   if (!(v - v == 0)) throw py::value_error(std::string(name) + " must be finite");
+}
+
+// (A, C, B) view of x around `axis`; `rest` (optional) receives the shape without the axis.
+inline Shape3 view3(const py::array& x, int axis, const char* name,
+                    std::vector<i64>* rest = nullptr) {
+  if (x.ndim() < 1) throw py::value_error(std::string(name) + " must have at least 1 dimension");
+  const int ax = normalize_axis(axis, x.ndim(), name);
+  Shape3 s{1, x.shape(ax), 1};
+  for (int i = 0; i < ax; ++i) s.A *= x.shape(i);
+  for (py::ssize_t i = ax + 1; i < x.ndim(); ++i) s.B *= x.shape(i);
+  if (rest) {
+    rest->clear();
+    for (py::ssize_t i = 0; i < x.ndim(); ++i) {
+      if (i != ax) rest->push_back(x.shape(i));
+    }
+  }
+  return s;
+}
+
+// `out` if given (checked against like's shape and dtype T), else a new array.
+template <class T>
+py::array output_like(const py::object& out, const py::array& like, const char* name) {
+  if (is_none(out)) return empty<T>(shape_of(like));
+  py::array a = as_array(out, name);
+  check_shape(a, shape_of(like), name);
+  out_ptr<T>(a, name);
+  return a;
+}
+
+// A read-only vector of length n (a per-channel or per-class parameter), or nullptr for None.
+template <class T>
+const T* channel_in(const py::object& obj, i64 n, const char* name) {
+  if (is_none(obj)) return nullptr;
+  py::array a = as_array(obj, name);
+  check_shape(a, {n}, name);
+  return in_ptr<T>(a, name);
 }
 
 // Registration of each kernel family's bindings (one file each).

@@ -8,10 +8,6 @@
 
 namespace bnfast {
 
-struct Shape3 {
-  std::int64_t A, C, B;
-};
-
 // Training forward: batch mean and biased variance per channel, y = (x - mean) * scale + shift,
 // running stats (nullable) updated as new = (1 - momentum) * old + momentum * batch (unbiased
 // variance), and save_mean / save_invstd (length C) written for backward.

@@ -9,6 +9,12 @@
 
 namespace bnfast {
 
+// Any contiguous array viewed as (A, C, B) around one axis of length C: the view every kernel
+// family that works along an axis uses (batch norm's channels, softmax's classes).
+struct Shape3 {
+  std::int64_t A, C, B;
+};
+
 enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
 constexpr int kNumIsas = 3;
 

@@ -13,7 +13,6 @@
 
 #include <cstdint>
 
-#include "bnfast/batchnorm.h"  // Shape3
 #include "bnfast/isa.h"
 
 namespace bnfast {
