@@ -108,6 +108,12 @@ Plan make_plan(Shape3 s) {
   return p;
 }
 
+// Per-lane copy of a per-channel array for the rows traversal: lane c * B + b gets v[c].
+template <class T>
+inline void expand(const Plan& p, const T* v, T* lanes) {
+  for (i64 c = 0; c < p.C; ++c) std::fill(lanes + c * p.B, lanes + (c + 1) * p.B, v[c]);
+}
+
 template <class T>
 inline int threads(const Plan& p, int arrays) {
   return threads_for(p.A * p.W * static_cast<i64>(sizeof(T)) * arrays);
@@ -350,13 +356,9 @@ void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, c
   if (!p.planes) {
     const i64 W = p.W;
     Scratch<T> cm(W), cs(W), cb(W);
-    for (i64 c = 0; c < p.C; ++c) {
-      for (i64 b = 0; b < p.B; ++b) {
-        cm[c * p.B + b] = mean[c];
-        cs[c * p.B + b] = scale[c];
-        cb[c * p.B + b] = shift[c];
-      }
-    }
+    expand(p, mean, cm.data());
+    expand(p, scale, cs.data());
+    expand(p, shift, cb.data());
     parallel_for(
         p.A, nt,
         [&](i64 r) {
@@ -550,9 +552,7 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
   if (!p.planes) {
     const i64 W = p.W;
     Scratch<T> cm(W);
-    for (i64 c = 0; c < p.C; ++c) {
-      for (i64 b = 0; b < p.B; ++b) cm[c * p.B + b] = mean[c];
-    }
+    expand(p, mean, cm.data());
     Scratch<double> g1(p.G * W), g2(p.G * W);
     parallel_for(p.G, nt, [&](i64 g) {
       Scratch<T> a1(W, x, 1344), a2(W, x, 2752);
@@ -679,14 +679,10 @@ void backward(const BnBackwardArgs<T>& a) {
   if (!p.planes) {
     const i64 W = p.W;
     Scratch<T> wm(W), wk(W), w1(W), w0(W);
-    for (i64 c = 0; c < C; ++c) {
-      for (i64 b = 0; b < p.B; ++b) {
-        wm[c * p.B + b] = a.mean[c];
-        wk[c * p.B + b] = k[c];
-        w1[c * p.B + b] = c1[c];
-        w0[c * p.B + b] = c0[c];
-      }
-    }
+    expand(p, a.mean, wm.data());
+    expand(p, k.data(), wk.data());
+    expand(p, c1.data(), w1.data());
+    expand(p, c0.data(), w0.data());
     parallel_for(
         p.A, nt,
         [&](i64 r) {
