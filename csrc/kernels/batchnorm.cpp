@@ -121,47 +121,11 @@ inline int threads(const Plan& p, int arrays) {
 
 // ---- statistics -------------------------------------------------------------------------
 
-// Strips of kStrip vectors of lanes: accumulators stay in registers while the strip walks the
-// rows of a chunk, and the second pass over the strip reads it back from L1.
-constexpr int kStrip = 4;
-
-// Calls f.template operator()<K>(j, last) for strips of K vectors starting at lane j; `last` is
-// the number of live lanes in the strip's last vector.
-template <class T, class F>
-inline void for_strips(i64 w, F&& f) {
-  constexpr int N = Vec<T>::N;
-  i64 j = 0;
-  for (; j + kStrip * N <= w; j += kStrip * N) f.template operator()<kStrip>(j, N);
-  for (; j < w; j += N) f.template operator()<1>(j, static_cast<int>(std::min<i64>(N, w - j)));
-}
-
-// M2 of each lane of a K-vector strip over rows [r0, r1) about the given means. The chunk was
-// just streamed by the first pass, so this strided walk reads from cache.
-template <class T, int K>
-inline void strip_m2(const T* x, i64 W, i64 r0, i64 r1, i64 j, int last, const T* mean, T* m2) {
-  using V = Vec<T>;
-  constexpr int N = V::N;
-  V s[K], m[K];
-  for (int k = 0; k < K; ++k) {
-    s[k] = V::zero();
-    m[k] = ld(mean + j + k * N, k == K - 1 ? last : N);
-  }
-  for (i64 r = r0; r < r1; ++r) {
-    const T* xr = x + r * W + j;
-    for (int k = 0; k < K; ++k) {
-      // Masked-off lanes read 0 and have mean 0: their deviation is 0.
-      const V d = ld(xr + k * N, k == K - 1 ? last : N) - m[k];
-      s[k] = fmadd(d, d, s[k]);
-    }
-  }
-  for (int k = 0; k < K; ++k) st(m2 + j + k * N, s[k], k == K - 1 ? last : N);
-}
-
 // Moments of rows [r0, r1) per lane, merged chunk by chunk into gmean/gm2 (W doubles each).
 template <class T>
 void rows_moments(const T* x, const Plan& p, i64 r0, i64 r1, double* gmean, double* gm2) {
   const i64 W = p.W;
-  Scratch<T> cm(W, x), cm2(W);
+  Scratch<T> cm(W, x), cm2(W, x, 3072);
   double ng = 0;
   for (i64 c0 = r0; c0 < r1; c0 += p.R) {
     const i64 c1 = std::min(c0 + p.R, r1);
@@ -185,9 +149,24 @@ void rows_moments(const T* x, const Plan& p, i64 r0, i64 r1, double* gmean, doub
     }
     const Vec<T> inv = Vec<T>::set1(T(1) / static_cast<T>(c1 - c0));
     for_lanes<T>(W, [&](i64 j, int k) { st(&cm[j], ld(&cm[j], k) * inv, k); });
-    for_strips<T>(W, [&]<int K>(i64 j, int last) {
-      strip_m2<T, K>(x, W, c0, c1, j, last, cm.data(), cm2.data());
-    });
+    // Pass 2 re-reads the chunk from L2, row-major like pass 1, two rows at a time.
+    std::fill(cm2.data(), cm2.data() + W, T(0));
+    i64 r2 = c0;
+    for (; r2 + 2 <= c1; r2 += 2) {
+      const T* x0 = x + r2 * W;
+      for_lanes<T>(W, [&](i64 j, int k) {
+        const Vec<T> m = ld(&cm[j], k);
+        const Vec<T> d0 = ld(x0 + j, k) - m, d1 = ld(x0 + W + j, k) - m;
+        st(&cm2[j], fmadd(d1, d1, fmadd(d0, d0, ld(&cm2[j], k))), k);
+      });
+    }
+    for (; r2 < c1; ++r2) {
+      const T* xr = x + r2 * W;
+      for_lanes<T>(W, [&](i64 j, int k) {
+        const Vec<T> d = ld(xr + j, k) - ld(&cm[j], k);
+        st(&cm2[j], fmadd(d, d, ld(&cm2[j], k)), k);
+      });
+    }
     if (ng == 0) {
       for (i64 j = 0; j < W; ++j) {
         gmean[j] = cm[j];
