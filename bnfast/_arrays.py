@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = FLOAT_DTYPES
 
 # A broadcast view (a zero stride) costs no memory however large it is, but its copy does: above
 # this size copying one is refused instead of silently allocating gigabytes.
@@ -23,7 +24,8 @@ def contiguous(a: np.ndarray, name: str, dtype: Any = None, keep_0d: bool = Fals
     if a.ndim == 0 and not keep_0d:
         a = a.reshape(1)
     dt = a.dtype if dtype is None else np.dtype(dtype)
-    if a.flags.c_contiguous and a.flags.aligned and dt == a.dtype:
+    flags = a.flags  # each .flags access builds an object: once per call (hot path)
+    if flags.c_contiguous and flags.aligned and dt == a.dtype:
         return a
     nbytes = a.size * dt.itemsize
     if nbytes > MAX_BROADCAST_COPY_BYTES and any(
@@ -60,10 +62,11 @@ def float_input(obj: Any, name: str, dtype: np.dtype | None = None) -> np.ndarra
     dtypes are refused with TypeError. With ``dtype``, the array must already have that dtype.
     """
     a = as_array(obj, name)
-    if a.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64, got {a.dtype}")
-    if dtype is not None and a.dtype != dtype:
-        raise TypeError(f"{name} must be {dtype} like the input, got {a.dtype}")
+    dt = a.dtype
+    if dt is not _F32 and dt is not _F64 and dt not in FLOAT_DTYPES:  # identity: the fast path
+        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    if dtype is not None and dt is not dtype and dt != dtype:
+        raise TypeError(f"{name} must be {dtype} like the input, got {dt}")
     return contiguous(a, name)
 
 
