@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from bnfast import functional as F
-from bnfast.nn.module import Module, _buffer
+from bnfast.nn.module import Module, _Rows
 
 __all__ = ["LogSoftmax", "SigmoidBinaryCrossEntropy", "Softmax", "SoftmaxCrossEntropy"]
 
@@ -24,29 +24,30 @@ class Softmax(Module):
 
     def __init__(self, axis: int = -1) -> None:
         self.axis = int(axis)
-        self._out: np.ndarray | None = None
-        self._dx: np.ndarray | None = None
+        self._out, self._dx = _Rows(), _Rows()
+        self._y: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x)
         if x.dtype not in (np.float32, np.float64):
             raise TypeError(f"x must be float32 or float64, got {x.dtype}")
-        self._out = _buffer(self._out, x)
-        if np.shares_memory(self._out, x):
-            self._out = np.empty_like(x)
+        out = self._out.get(x.shape, x.dtype)
+        if np.shares_memory(out, x):  # our own earlier output fed back in
+            out = np.empty_like(x)
         fn = F.log_softmax if self._log else F.softmax
-        return fn(x, self.axis, out=self._out)
+        self._y = fn(x, self.axis, out=out)
+        return self._y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        if self._out is None:
+        if self._y is None:
             raise RuntimeError("backward called before forward")
-        y = self._out
+        y = self._y
         dy = np.ascontiguousarray(dy, dtype=y.dtype)
-        self._dx = _buffer(self._dx, y)
-        if np.shares_memory(self._dx, dy):
-            self._dx = np.empty_like(y)
+        dx = self._dx.get(y.shape, y.dtype)
+        if np.shares_memory(dx, dy):
+            dx = np.empty_like(y)
         fn = F.log_softmax_backward if self._log else F.softmax_backward
-        return fn(y, dy, self.axis, out=self._dx)
+        return fn(y, dy, self.axis, out=dx)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(axis={self.axis})"
@@ -60,6 +61,7 @@ class LogSoftmax(Softmax):
 
 class _Loss(Module):
     def __init__(self) -> None:
+        self._grads = _Rows()
         self._grad: np.ndarray | None = None
         self._ready = False
 
@@ -67,7 +69,7 @@ class _Loss(Module):
         return self.forward(logits, target)
 
     def _grad_buffer(self, x: np.ndarray) -> np.ndarray:
-        self._grad = _buffer(self._grad, x)
+        self._grad = self._grads.get(x.shape, x.dtype)
         if np.shares_memory(self._grad, x):
             self._grad = np.empty_like(x)
         return self._grad

@@ -68,25 +68,27 @@ class Module:
             dst[...] = src
 
 
-def _buffer(buf: np.ndarray | None, like: np.ndarray) -> np.ndarray:
-    """``buf`` if it fits ``like``'s shape and dtype, else a new cache-line aligned one."""
-    if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
-        return aligned_empty(like.shape, like.dtype)
-    return buf
-
-
 class _Rows:
-    """A growable scratch array: ``get(shape)`` returns a C-contiguous view of its first rows."""
+    """A growable scratch array: ``get(shape)`` returns a C-contiguous view of its first rows
+    (the same view object while the shape repeats).
 
-    __slots__ = ("buf",)
+    Line-aligned, so the kernels may stream large outputs into it (non-temporal stores).
+    """
+
+    __slots__ = ("buf", "view")
 
     def __init__(self) -> None:
         self.buf: np.ndarray | None = None
+        self.view: np.ndarray | None = None
 
     def get(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        v = self.view
+        if v is not None and v.shape == shape and v.dtype == dtype:
+            return v
         if not shape:
             return np.empty((), dtype)
         b = self.buf
         if b is None or b.dtype != dtype or b.shape[1:] != shape[1:] or b.shape[0] < shape[0]:
-            self.buf = b = np.empty(shape, dtype)
-        return b[: shape[0]]
+            self.buf = b = aligned_empty(shape, dtype)
+        self.view = v = b[: shape[0]]
+        return v
