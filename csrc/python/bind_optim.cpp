@@ -74,14 +74,22 @@ struct Span {
 };
 
 // Refuses any written array that overlaps another array (read-only arrays may overlap).
-void check_overlaps(std::vector<Span>& spans, const std::vector<ListArg>& lists) {
-  std::sort(spans.begin(), spans.end(),
-            [](const Span& a, const Span& b) { return a.begin < b.begin; });
-  for (size_t i = 0; i < spans.size(); ++i) {
-    for (size_t j = i + 1; j < spans.size() && spans[j].begin < spans[i].end; ++j) {
-      if (spans[i].written || spans[j].written) {
-        const Span& w = spans[i].written ? spans[i] : spans[j];
-        const Span& o = spans[i].written ? spans[j] : spans[i];
+// Sorts 16-byte (begin, index) keys rather than the spans themselves: cheaper to move.
+void check_overlaps(const std::vector<Span>& spans, const std::vector<ListArg>& lists) {
+  struct Key {
+    const char* begin;
+    size_t span;
+  };
+  std::vector<Key> keys(spans.size());
+  for (size_t i = 0; i < spans.size(); ++i) keys[i] = {spans[i].begin, i};
+  std::sort(keys.begin(), keys.end(), [](const Key& x, const Key& y) { return x.begin < y.begin; });
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const Span& si = spans[keys[i].span];
+    for (size_t j = i + 1; j < keys.size() && keys[j].begin < si.end; ++j) {
+      const Span& sj = spans[keys[j].span];
+      if (si.written || sj.written) {
+        const Span& w = si.written ? si : sj;
+        const Span& o = si.written ? sj : si;
         throw py::value_error(item_name(lists[w.list].name, w.index) + " overlaps " +
                               item_name(lists[o.list].name, o.index) +
                               " (arrays an optimizer writes must not share memory)");
@@ -114,14 +122,33 @@ void check_item_slow(const py::array& a, const py::array& p, const ListArg& list
   }
 }
 
-// The array at seq[i] (a new reference: a list subclass's __getitem__ may create it), or
-// TypeError naming it.
+// The array at seq[i] as a new reference (a list subclass's __getitem__ may create it; the
+// caller keeps it while the pointer is used), or TypeError naming it.
 py::array item_array(const ListArg& list, py::ssize_t i) {
-  PyObject* o = PySequence_GetItem(list.seq.ptr(), i);
-  if (o == nullptr) throw py::error_already_set();
+  PyObject* const seq = list.seq.ptr();
+  PyObject* o;
+  if (PyList_CheckExact(seq) && i < PyList_GET_SIZE(seq)) {
+    o = PyList_GET_ITEM(seq, i);
+    Py_INCREF(o);
+  } else if (PyTuple_CheckExact(seq)) {
+    o = PyTuple_GET_ITEM(seq, i);  // a tuple's length cannot change
+    Py_INCREF(o);
+  } else {
+    o = PySequence_GetItem(seq, i);
+    if (o == nullptr) throw py::error_already_set();
+  }
   py::object obj = py::reinterpret_steal<py::object>(o);
   if (!py::isinstance<py::array>(obj)) as_array(obj, item_name(list.name, i).c_str());
   return py::reinterpret_steal<py::array>(obj.release());
+}
+
+// Same number of dimensions and the same extents.
+bool same_shape(const py::detail::PyArray_Proxy* a, const py::detail::PyArray_Proxy* b) {
+  if (a->nd != b->nd) return false;
+  for (int d = 0; d < a->nd; ++d) {
+    if (a->dimensions[d] != b->dimensions[d]) return false;
+  }
+  return true;
 }
 
 Collected collect(std::vector<ListArg>& lists) {
@@ -146,6 +173,13 @@ Collected collect(std::vector<ListArg>& lists) {
   c.keep.reserve(static_cast<size_t>(n) * nl);
   std::vector<Span> spans;
   spans.reserve(static_cast<size_t>(n) * nl);
+  // float32 is the common case: room for every tensor there, so no vector grows in the loop.
+  c.f32.numel.reserve(n);
+  c.f32.param.reserve(n);
+  c.f32.grad.reserve(n);
+  for (const ListArg& l : lists) {
+    if (l.slot >= 0) c.f32.s[l.slot].reserve(n);
+  }
   for (py::ssize_t i = 0; i < n; ++i) {
     const py::array p = item_array(lists[0], i);
     c.keep.push_back(p);
@@ -164,10 +198,8 @@ Collected collect(std::vector<ListArg>& lists) {
       const py::array& a = c.keep.back();  // stays put: keep was reserved for every item
       const auto* ap = py::detail::array_proxy(a.ptr());
       const int need = kLayout | (lists[l].written ? kWritable : 0);
-      const bool fast =
-          (pdescr == d32 || pdescr == d64) && ap->descr == pdescr && (ap->flags & need) == need &&
-          (l == 0 || (ap->nd == pp->nd &&
-                      std::equal(ap->dimensions, ap->dimensions + ap->nd, pp->dimensions)));
+      const bool fast = (pdescr == d32 || pdescr == d64) && ap->descr == pdescr &&
+                        (ap->flags & need) == need && (l == 0 || same_shape(ap, pp));
       if (!fast) check_item_slow(a, p, lists[l], i, l == 0, dt);
       const py::ssize_t numel = a.size();
       char* b = ap->data;
