@@ -74,14 +74,22 @@ struct Span {
 };
 
 // Refuses any written array that overlaps another array (read-only arrays may overlap).
-void check_overlaps(std::vector<Span>& spans, const std::vector<ListArg>& lists) {
-  std::sort(spans.begin(), spans.end(),
-            [](const Span& a, const Span& b) { return a.begin < b.begin; });
-  for (size_t i = 0; i < spans.size(); ++i) {
-    for (size_t j = i + 1; j < spans.size() && spans[j].begin < spans[i].end; ++j) {
-      if (spans[i].written || spans[j].written) {
-        const Span& w = spans[i].written ? spans[i] : spans[j];
-        const Span& o = spans[i].written ? spans[j] : spans[i];
+// Sorts 16-byte (begin, index) keys rather than the spans themselves: cheaper to move.
+void check_overlaps(const std::vector<Span>& spans, const std::vector<ListArg>& lists) {
+  struct Key {
+    const char* begin;
+    size_t span;
+  };
+  std::vector<Key> keys(spans.size());
+  for (size_t i = 0; i < spans.size(); ++i) keys[i] = {spans[i].begin, i};
+  std::sort(keys.begin(), keys.end(), [](const Key& x, const Key& y) { return x.begin < y.begin; });
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const Span& si = spans[keys[i].span];
+    for (size_t j = i + 1; j < keys.size() && keys[j].begin < si.end; ++j) {
+      const Span& sj = spans[keys[j].span];
+      if (si.written || sj.written) {
+        const Span& w = si.written ? si : sj;
+        const Span& o = si.written ? sj : si;
         throw py::value_error(item_name(lists[w.list].name, w.index) + " overlaps " +
                               item_name(lists[o.list].name, o.index) +
                               " (arrays an optimizer writes must not share memory)");
@@ -100,6 +108,49 @@ struct Collected {
   std::vector<py::array> keep;
 };
 
+// The checks of one list item, with the messages that name it. Only reached when the fast
+// test below fails (or for the parameter's own dtype), so the strings are built only then.
+void check_item_slow(const py::array& a, const py::array& p, const ListArg& list, py::ssize_t i,
+                     bool is_param, Dtype dt) {
+  const std::string name = item_name(list.name, i);
+  if (is_param) float_dtype(a, name.c_str());
+  if (!is_param) check_shape(a, shape_of(p), name.c_str());
+  if (dt == Dtype::f32) {
+    check_buffer<float>(a, name.c_str(), list.written);
+  } else {
+    check_buffer<double>(a, name.c_str(), list.written);
+  }
+}
+
+// The array at seq[i] as a new reference (a list subclass's __getitem__ may create it; the
+// caller keeps it while the pointer is used), or TypeError naming it.
+py::array item_array(const ListArg& list, py::ssize_t i) {
+  PyObject* const seq = list.seq.ptr();
+  PyObject* o;
+  if (PyList_CheckExact(seq) && i < PyList_GET_SIZE(seq)) {
+    o = PyList_GET_ITEM(seq, i);
+    Py_INCREF(o);
+  } else if (PyTuple_CheckExact(seq)) {
+    o = PyTuple_GET_ITEM(seq, i);  // a tuple's length cannot change
+    Py_INCREF(o);
+  } else {
+    o = PySequence_GetItem(seq, i);
+    if (o == nullptr) throw py::error_already_set();
+  }
+  py::object obj = py::reinterpret_steal<py::object>(o);
+  if (!py::isinstance<py::array>(obj)) as_array(obj, item_name(list.name, i).c_str());
+  return py::reinterpret_steal<py::array>(obj.release());
+}
+
+// Same number of dimensions and the same extents.
+bool same_shape(const py::detail::PyArray_Proxy* a, const py::detail::PyArray_Proxy* b) {
+  if (a->nd != b->nd) return false;
+  for (int d = 0; d < a->nd; ++d) {
+    if (a->dimensions[d] != b->dimensions[d]) return false;
+  }
+  return true;
+}
+
 Collected collect(std::vector<ListArg>& lists) {
   const py::ssize_t n = static_cast<py::ssize_t>(py::len(lists[0].seq));
   for (size_t l = 1; l < lists.size(); ++l) {
@@ -109,34 +160,59 @@ Collected collect(std::vector<ListArg>& lists) {
                             " arrays, expected " + std::to_string(n) + " (one per parameter)");
     }
   }
+  // The built-in float descriptors: an array whose descr is one of these is native, 'f' and of
+  // the right size, so the fast test needs no dtype attribute lookups.
+  static PyObject* const d32 = py::dtype::of<float>().release().ptr();
+  static PyObject* const d64 = py::dtype::of<double>().release().ptr();
+  constexpr int kLayout =
+      py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+  constexpr int kWritable = py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+
+  const size_t nl = lists.size();
   Collected c;
+  c.keep.reserve(static_cast<size_t>(n) * nl);
   std::vector<Span> spans;
-  spans.reserve(static_cast<size_t>(n) * lists.size());
+  spans.reserve(static_cast<size_t>(n) * nl);
+  // float32 is the common case: room for every tensor there, so no vector grows in the loop.
+  c.f32.numel.reserve(n);
+  c.f32.param.reserve(n);
+  c.f32.grad.reserve(n);
+  for (const ListArg& l : lists) {
+    if (l.slot >= 0) c.f32.s[l.slot].reserve(n);
+  }
   for (py::ssize_t i = 0; i < n; ++i) {
-    const std::string pname = item_name(lists[0].name, i);
-    py::array p = as_array(lists[0].seq[i], pname.c_str());
-    const Dtype dt = float_dtype(p, pname.c_str());
-    for (size_t l = 0; l < lists.size(); ++l) {
-      const std::string name = item_name(lists[l].name, i);
-      py::array a = l == 0 ? p : as_array(lists[l].seq[i], name.c_str());
-      c.keep.push_back(a);
-      if (l > 0) check_shape(a, shape_of(p), name.c_str());
-      if (dt == Dtype::f32) {
-        check_buffer<float>(a, name.c_str(), lists[l].written);
-      } else {
-        check_buffer<double>(a, name.c_str(), lists[l].written);
+    const py::array p = item_array(lists[0], i);
+    c.keep.push_back(p);
+    const auto* pp = py::detail::array_proxy(p.ptr());
+    Dtype dt;
+    if (pp->descr == d32) {
+      dt = Dtype::f32;
+    } else if (pp->descr == d64) {
+      dt = Dtype::f64;
+    } else {
+      dt = float_dtype(p, item_name(lists[0].name, i).c_str());
+    }
+    PyObject* const pdescr = pp->descr;
+    for (size_t l = 0; l < nl; ++l) {
+      if (l > 0) c.keep.push_back(item_array(lists[l], i));
+      const py::array& a = c.keep.back();  // stays put: keep was reserved for every item
+      const auto* ap = py::detail::array_proxy(a.ptr());
+      const int need = kLayout | (lists[l].written ? kWritable : 0);
+      const bool fast = (pdescr == d32 || pdescr == d64) && ap->descr == pdescr &&
+                        (ap->flags & need) == need && (l == 0 || same_shape(ap, pp));
+      if (!fast) check_item_slow(a, p, lists[l], i, l == 0, dt);
+      const py::ssize_t numel = a.size();
+      char* b = ap->data;
+      const py::ssize_t nbytes = numel * (dt == Dtype::f32 ? 4 : 8);
+      if (nbytes > 0) {
+        spans.push_back({b, b + nbytes, lists[l].written, static_cast<int>(l), i});
       }
-      const char* b = static_cast<const char*>(a.data());
-      if (a.nbytes() > 0) {
-        spans.push_back({b, b + a.nbytes(), lists[l].written, static_cast<int>(l), i});
-      }
-      void* ptr = const_cast<void*>(a.data());
       const int slot = lists[l].slot;
       auto add = [&](auto& g) {
         using T = std::remove_pointer_t<typename std::decay_t<decltype(g.param)>::value_type>;
-        T* tp = static_cast<T*>(ptr);
+        T* tp = reinterpret_cast<T*>(b);
         if (slot == -2) {
-          g.numel.push_back(static_cast<i64>(a.size()));
+          g.numel.push_back(static_cast<i64>(numel));
           g.param.push_back(tp);
         } else if (slot == -1) {
           g.grad.push_back(tp);
