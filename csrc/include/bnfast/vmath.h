@@ -146,16 +146,27 @@ inline Vec<T> vexp(Vec<T> x) {
   using C = vmath_detail::Consts<T>;
   // max/min return their second operand for NaN, so NaN passes through the clamp.
   const V xc = min(V::set1(C::exp_hi), max(V::set1(C::exp_lo), x));
-  const V magic = V::set1(C::round_magic);
-  const V k = (xc * V::set1(C::log2e) + magic) - magic;
+  // round_even is the same value as the magic-number rounding (|x log2e| < 2^22), in one
+  // instruction where the ISA has one.
+  V k;
+  if constexpr (kHasRound) {
+    k = round_even(xc * V::set1(C::log2e));
+  } else {
+    const V magic = V::set1(C::round_magic);
+    k = (xc * V::set1(C::log2e) + magic) - magic;
+  }
   V r = fnmadd(k, V::set1(C::ln2_hi), xc);
   r = fnmadd(k, V::set1(C::ln2_lo), r);
   const V p = V::set1(T(1)) + fmadd(r * r, vmath_detail::exp_poly(r), r);
-  // 2^k as 2^k1 * 2^(k - k1) with k1 = k clamped to +-split_k: p * 2^k1 is exact (normal), so
-  // the second product rounds once (overflow to inf, subnormal results) — the same value as
-  // a branch on the range, in 5 operations and no compare or blend.
-  const V k1 = min(V::set1(C::split_k), max(V::set1(-C::split_k), k));
-  return (p * vmath_detail::pow2i(k1)) * vmath_detail::pow2i(k - k1);
+  // p * 2^k rounded once: scalef (AVX-512) in one instruction; otherwise 2^k1 * 2^(k - k1)
+  // with k1 = k clamped to +-split_k: p * 2^k1 is exact (normal), so the second product rounds
+  // once (overflow to inf, subnormal results) — the same value, in 5 operations and no blend.
+  if constexpr (kHasScalef) {
+    return scalef(p, k);
+  } else {
+    const V k1 = min(V::set1(C::split_k), max(V::set1(-C::split_k), k));
+    return (p * vmath_detail::pow2i(k1)) * vmath_detail::pow2i(k - k1);
+  }
 }
 
 template <class T>
