@@ -467,7 +467,14 @@ double xent_rows(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r
       const V vm = V::set1(m);
       V sv = V::zero(), uv = V::zero(), vv = V::zero();
       const T* tr = kProb ? tgt + row * K : nullptr;
+      // Long rows (one per group): while this row is computed from L1, pull the next row's
+      // logits and gradient lines (for writing) into the cache, one line per vector.
+      const bool pf = p.group == 1 && row + 1 < p.rows;
       for_lanes<T>(K, [&](i64 j, int k) {
+        if (pf) {
+          __builtin_prefetch(xr + K + j, 0, 3);
+          __builtin_prefetch(gr + K + j, 1, 3);
+        }
         const V z = ld(xr + j, k, ninf) - vm;
         const V e = vexp(z);
         st(gr + j, e, k);
