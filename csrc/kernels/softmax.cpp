@@ -174,7 +174,7 @@ void softmax_rows(const SoftmaxArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
       const V vm = V::set1(m);
       V sv = V::zero();
       for_lanes<T>(K, [&](i64 j, int k) {
-        const V e = vexp(ld(xr + j, k, ninf) - vm);
+        const V e = vexp_nonpos(ld(xr + j, k, ninf) - vm);
         if (!a.log) st(yr + j, e, k);
         sv = sv + e;
       });
@@ -212,7 +212,7 @@ void softmax_cols(const SoftmaxArgs<T>& a, const Plan& p, i64 ai, i64 b0, i64 b1
     m = fix_max(m);
     V s = V::zero();
     for (i64 k = 0; k < K; ++k) {
-      const V e = vexp(ld(x + k * B, n, ninf) - m);
+      const V e = vexp_nonpos(ld(x + k * B, n, ninf) - m);
       if (!a.log) st(y + k * B, e, n);
       s = s + e;
     }
@@ -476,7 +476,7 @@ double xent_rows(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r
           __builtin_prefetch(gr + K + j, 1, 3);
         }
         const V z = ld(xr + j, k, ninf) - vm;
-        const V e = vexp(z);
+        const V e = vexp_nonpos(z);
         st(gr + j, e, k);
         sv = sv + e;
         if (kProb) {
@@ -586,7 +586,7 @@ double xent_cols(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 a
     V s = zero, u = zero, v = zero;
     for (i64 k = 0; k < K; ++k) {
       const V z = ld(x + k * B, n, ninf) - m;
-      const V e = vexp(z);
+      const V e = vexp_nonpos(z);
       st(gr + k * B, e, n);
       s = s + e;
       const V w = V::set1(a.weight ? a.weight[k] : T(1));
@@ -728,7 +728,7 @@ void bce(const BceArgs<T>& a) {
       for_lanes<T>(C, [&](i64 j, int k) {
         const i64 i = r * C + j;
         const V x = ld(a.x + i, k), y = ld(a.y + i, k);
-        const V e = vexp(zero - abs(x));                   // exp(-|x|) in (0, 1]
+        const V e = vexp_nonpos(zero - abs(x));            // exp(-|x|) in (0, 1]
         const V sp = vlog1p_pos(e) + max(zero - x, zero);  // softplus(-x)
         const V q = one / (one + e);
         const V sig = select(cmp_lt(x, zero), e * q, q);
