@@ -17,6 +17,10 @@
 //    transposed back: still one read of the input and one write of the output in memory.
 // Passes over memory: one read of the logits (pass 1 max, pass 2 exp writing e into the output,
 // pass 3 scaling it in place re-read from cache: a row or a group of rows stays in L1/L2).
+// Cross-entropy with long rows (one row per group): pass 2 prefetches the next row, and the next
+// row's pass 1 runs inside this row's pass 3. exp(z) needs no upper clamp (vexp_nonpos): z <= 0,
+// or, in a row holding a NaN (where the max may miss larger values), any z, but that row's sum
+// and so every output of it is NaN whatever exp gives.
 // Work units are fixed runs of rows (about kUnitBytes of logits) that depend only on the shape;
 // each unit sums its row losses in double in row order and the units are added in unit order,
 // so the loss is bitwise the same for any thread count. Tails use partial (masked) loads and
@@ -174,7 +178,7 @@ void softmax_rows(const SoftmaxArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
       const V vm = V::set1(m);
       V sv = V::zero();
       for_lanes<T>(K, [&](i64 j, int k) {
-        const V e = vexp(ld(xr + j, k, ninf) - vm);
+        const V e = vexp_nonpos(ld(xr + j, k, ninf) - vm);
         if (!a.log) st(yr + j, e, k);
         sv = sv + e;
       });
@@ -212,7 +216,7 @@ void softmax_cols(const SoftmaxArgs<T>& a, const Plan& p, i64 ai, i64 b0, i64 b1
     m = fix_max(m);
     V s = V::zero();
     for (i64 k = 0; k < K; ++k) {
-      const V e = vexp(ld(x + k * B, n, ninf) - m);
+      const V e = vexp_nonpos(ld(x + k * B, n, ninf) - m);
       if (!a.log) st(y + k * B, e, n);
       s = s + e;
     }
@@ -448,6 +452,11 @@ double xent_rows(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r
   const T* tgt = kProb ? static_cast<const T*>(a.target) : nullptr;
   XentStats<T> st_;
   double acc = 0;
+  // One row per group: the next row's max is taken in this row's last pass (two independent
+  // streams in one loop instead of a latency-bound max loop of its own); same operations in
+  // the same order per lane, so the same m.
+  bool have_next = false;
+  T m_next = 0;
   for (i64 r = r0; r < r1; r += p.group) {
     const int n = static_cast<int>(std::min<i64>(p.group, r1 - r));
     st_.reset();
@@ -463,13 +472,21 @@ double xent_rows(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r
       }
       st_.live[i] = T(1);
       st_.g[i] = a.grad_output ? a.grad_output[row] * c.scale : c.scale;
-      const T m = row_max(xr, K);
+      const T m = have_next ? m_next : row_max(xr, K);
+      have_next = false;
       const V vm = V::set1(m);
       V sv = V::zero(), uv = V::zero(), vv = V::zero();
       const T* tr = kProb ? tgt + row * K : nullptr;
+      // Long rows (one per group): while this row is computed from L1, pull the next row's
+      // logits and gradient lines (for writing) into the cache, one line per vector.
+      const bool pf = p.group == 1 && row + 1 < p.rows;
       for_lanes<T>(K, [&](i64 j, int k) {
+        if (pf) {
+          __builtin_prefetch(xr + K + j, 0, 3);
+          __builtin_prefetch(gr + K + j, 1, 3);
+        }
         const V z = ld(xr + j, k, ninf) - vm;
-        const V e = vexp(z);
+        const V e = vexp_nonpos(z);
         st(gr + j, e, k);
         sv = sv + e;
         if (kProb) {
@@ -497,8 +514,24 @@ double xent_rows(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r
       T* gr = a.grad + row * K;
       if (a.row_loss) a.row_loss[row] = st_.loss[i];
       acc += static_cast<double>(st_.loss[i]);
+      const bool fuse = p.group == 1 && row + 1 < r1;
+      const T* xn = a.x + (row + 1) * K;
+      V mv = ninf;
+      const auto next_max = [&](i64 j, int k) {
+        if (fuse) mv = max(mv, ld(xn + j, k, ninf));
+      };
+      const auto done = [&] {
+        if (!fuse) return;
+        m_next = reduce_max(mv);
+        if (m_next == -kInf<T>) m_next = T(0);
+        have_next = true;
+      };
       if (st_.live[i] == T(0)) {
-        for_lanes<T>(K, [&](i64 j, int k) { st(gr + j, V::zero(), k); });
+        for_lanes<T>(K, [&](i64 j, int k) {
+          next_max(j, k);
+          st(gr + j, V::zero(), k);
+        });
+        done();
         continue;
       }
       const V al = V::set1(st_.alpha[i]), ga = V::set1(st_.gamma[i]);
@@ -507,19 +540,25 @@ double xent_rows(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r
         for_lanes<T>(K, [&](i64 j, int k) {
           const V w = a.weight ? ld(a.weight + j, k) : one;
           const V wt = w * fmadd(one_eps, ld(tr + j, k), eps_k);
+          next_max(j, k);
           st(gr + j, fnmadd(ga, wt, al * ld(gr + j, k)), k);
         });
       } else {
         if (c.smooth) {
           for_lanes<T>(K, [&](i64 j, int k) {
             const V w = a.weight ? ld(a.weight + j, k) : one;
+            next_max(j, k);
             st(gr + j, fnmadd(ga, w, al * ld(gr + j, k)), k);
           });
         } else {
-          for_lanes<T>(K, [&](i64 j, int k) { st(gr + j, al * ld(gr + j, k), k); });
+          for_lanes<T>(K, [&](i64 j, int k) {
+            next_max(j, k);
+            st(gr + j, al * ld(gr + j, k), k);
+          });
         }
         gr[st_.y[i]] -= st_.beta[i];
       }
+      done();
     }
   }
   return acc;
@@ -579,7 +618,7 @@ double xent_cols(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 a
     V s = zero, u = zero, v = zero;
     for (i64 k = 0; k < K; ++k) {
       const V z = ld(x + k * B, n, ninf) - m;
-      const V e = vexp(z);
+      const V e = vexp_nonpos(z);
       st(gr + k * B, e, n);
       s = s + e;
       const V w = V::set1(a.weight ? a.weight[k] : T(1));
@@ -721,7 +760,7 @@ void bce(const BceArgs<T>& a) {
       for_lanes<T>(C, [&](i64 j, int k) {
         const i64 i = r * C + j;
         const V x = ld(a.x + i, k), y = ld(a.y + i, k);
-        const V e = vexp(zero - abs(x));                   // exp(-|x|) in (0, 1]
+        const V e = vexp_nonpos(zero - abs(x));            // exp(-|x|) in (0, 1]
         const V sp = vlog1p_pos(e) + max(zero - x, zero);  // softplus(-x)
         const V q = one / (one + e);
         const V sig = select(cmp_lt(x, zero), e * q, q);

@@ -171,6 +171,9 @@ template <class T>
 inline Vec<T> shift_right(Vec<T> a, int n) {
   return {detail::from_bits<T>(detail::to_bits(a.v) >> n)};
 }
+// No single-instruction rounding or scaling here: vmath.h falls back to bit tricks.
+inline constexpr bool kHasRound = false;
+inline constexpr bool kHasScalef = false;
 
 #elif defined(BNFAST_TARGET_AVX2)
 
@@ -295,6 +298,16 @@ BNFAST_VEC_BITS(float, ps, 32)
 BNFAST_VEC_BITS(double, pd, 64)
 #undef BNFAST_VEC_BITS
 
+// round_even(x): x rounded to the nearest integer, ties to even (one instruction).
+inline constexpr bool kHasRound = true;
+inline constexpr bool kHasScalef = false;
+inline Vec<float> round_even(Vec<float> a) {
+  return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+}
+inline Vec<double> round_even(Vec<double> a) {
+  return {_mm256_round_pd(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+}
+
 #elif defined(BNFAST_TARGET_AVX512)
 
 // Orders this thread's non-temporal stores before whatever follows.
@@ -392,6 +405,19 @@ BNFAST_VEC_OPS(double, pd)
 BNFAST_VEC_BITS(float, ps, 32)
 BNFAST_VEC_BITS(double, pd, 64)
 #undef BNFAST_VEC_BITS
+
+// round_even(x): x rounded to the nearest integer, ties to even. scalef(a, k): a * 2^k for
+// integer-valued k, rounded once (inf on overflow, subnormal results rounded correctly).
+inline constexpr bool kHasRound = true;
+inline constexpr bool kHasScalef = true;
+inline Vec<float> round_even(Vec<float> a) {
+  return {_mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+}
+inline Vec<double> round_even(Vec<double> a) {
+  return {_mm512_roundscale_pd(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+}
+inline Vec<float> scalef(Vec<float> a, Vec<float> k) { return {_mm512_scalef_ps(a.v, k.v)}; }
+inline Vec<double> scalef(Vec<double> a, Vec<double> k) { return {_mm512_scalef_pd(a.v, k.v)}; }
 
 #else
 #error "unknown BNFAST_TARGET"

@@ -140,22 +140,47 @@ inline Vec<double> log_poly(Vec<double> z) {
 
 }  // namespace vmath_detail
 
-template <class T>
-inline Vec<T> vexp(Vec<T> x) {
+namespace vmath_detail {
+// kNonPos: the caller guarantees x <= 0 or NaN, so the upper clamp (a no-op there) is left out.
+template <bool kNonPos, class T>
+inline Vec<T> exp_impl(Vec<T> x) {
   using V = Vec<T>;
   using C = vmath_detail::Consts<T>;
   // max/min return their second operand for NaN, so NaN passes through the clamp.
-  const V xc = min(V::set1(C::exp_hi), max(V::set1(C::exp_lo), x));
-  const V magic = V::set1(C::round_magic);
-  const V k = (xc * V::set1(C::log2e) + magic) - magic;
+  V xc = max(V::set1(C::exp_lo), x);
+  if constexpr (!kNonPos) xc = min(V::set1(C::exp_hi), xc);
+  // round_even is the same value as the magic-number rounding (|x log2e| < 2^22), in one
+  // instruction where the ISA has one.
+  V k;
+  if constexpr (kHasRound) {
+    k = round_even(xc * V::set1(C::log2e));
+  } else {
+    const V magic = V::set1(C::round_magic);
+    k = (xc * V::set1(C::log2e) + magic) - magic;
+  }
   V r = fnmadd(k, V::set1(C::ln2_hi), xc);
   r = fnmadd(k, V::set1(C::ln2_lo), r);
   const V p = V::set1(T(1)) + fmadd(r * r, vmath_detail::exp_poly(r), r);
-  // 2^k as 2^k1 * 2^(k - k1) with k1 = k clamped to +-split_k: p * 2^k1 is exact (normal), so
-  // the second product rounds once (overflow to inf, subnormal results) — the same value as
-  // a branch on the range, in 5 operations and no compare or blend.
-  const V k1 = min(V::set1(C::split_k), max(V::set1(-C::split_k), k));
-  return (p * vmath_detail::pow2i(k1)) * vmath_detail::pow2i(k - k1);
+  // p * 2^k rounded once: scalef (AVX-512) in one instruction; otherwise 2^k1 * 2^(k - k1)
+  // with k1 = k clamped to +-split_k: p * 2^k1 is exact (normal), so the second product rounds
+  // once (overflow to inf, subnormal results) — the same value, in 5 operations and no blend.
+  if constexpr (kHasScalef) {
+    return scalef(p, k);
+  } else {
+    const V k1 = min(V::set1(C::split_k), max(V::set1(-C::split_k), k));
+    return (p * vmath_detail::pow2i(k1)) * vmath_detail::pow2i(k - k1);
+  }
+}
+}  // namespace vmath_detail
+
+template <class T>
+inline Vec<T> vexp(Vec<T> x) {
+  return vmath_detail::exp_impl<false>(x);
+}
+// exp(x) for x <= 0 or NaN only (x - max(x), -|x|): the same value as vexp, one operation less.
+template <class T>
+inline Vec<T> vexp_nonpos(Vec<T> x) {
+  return vmath_detail::exp_impl<true>(x);
 }
 
 template <class T>
