@@ -434,3 +434,19 @@ def test_layer_gradients_accumulate_and_zero(rng):
     bn.zero_grad()
     assert not bn.dweight.any() and not bn.dbias.any()
     assert [p.shape for p in bn.parameters()] == [g.shape for g in bn.gradients()]
+
+
+def test_layer_fed_its_own_output_keeps_backward_exact(rng):
+    # bn(bn(x)) with one layer: the second call must not normalize the first output in place,
+    # since backward needs that input.
+    x = rng.normal(size=(16, 4))
+    bn = bnfast.nn.BatchNorm(4, dtype=np.float64)
+    y1 = bn.forward(x)
+    y1_copy = y1.copy()
+    bn.forward(y1)
+    assert np.array_equal(y1, y1_copy)
+    dy = rng.normal(size=(16, 4))
+    dx = bn.backward(dy)
+    mean, var = y1_copy.mean(0), y1_copy.var(0)
+    want, _, _ = ref.batch_norm_backward(dy, y1_copy, mean, 1 / np.sqrt(var + 1e-5))
+    np.testing.assert_allclose(dx, want, rtol=1e-9, atol=1e-12)

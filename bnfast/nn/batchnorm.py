@@ -72,6 +72,8 @@ class BatchNorm(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=self.dtype)
         out = self._out.get(x.shape, x.dtype)
+        if np.may_share_memory(out, x):  # our own output fed back in: backward needs x intact
+            out = np.empty_like(x)
         if self.training:
             self.num_batches_tracked += 1
             m = 1.0 / int(self.num_batches_tracked) if self.momentum is None else self.momentum
@@ -90,7 +92,7 @@ class BatchNorm(Module):
         x, mean, invstd, training = self._saved
         dy = np.ascontiguousarray(dy, dtype=self.dtype)
         out = self._dx.get(x.shape, x.dtype)
-        if np.shares_memory(out, dy) or np.shares_memory(out, x):
+        if np.may_share_memory(out, dy) or np.may_share_memory(out, x):
             out = np.empty_like(x)
         dx, dw, db = B.batch_norm_backward(
             self.backend, dy, x, mean, invstd, self.weight, training, self.axis, out
