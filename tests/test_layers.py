@@ -330,3 +330,16 @@ def test_set_backend_checks_the_name():
     model.set_backend("numpy")
     assert model[1].backend == "numpy"
     assert bnfast.nn.Sequential is nn.Sequential
+
+
+def test_linear_fed_its_own_output_keeps_backward_exact(rng):
+    lin = nn.Linear(5, 5, dtype=np.float64)
+    x = rng.normal(size=(3, 5))
+    y1 = lin.forward(x)
+    y1_copy = y1.copy()
+    lin.forward(y1)
+    assert np.array_equal(y1, y1_copy)
+    lin.zero_grad()
+    dy = rng.normal(size=(3, 5))
+    lin.backward(dy)
+    np.testing.assert_allclose(lin.dweight, dy.T @ y1_copy, rtol=1e-12)

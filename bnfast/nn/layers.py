@@ -93,6 +93,8 @@ class Linear(Module):
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x must have shape (N, {self.in_features}), got {x.shape}")
         out = self._out.get((x.shape[0], self.out_features), self.dtype)
+        if np.may_share_memory(out, x):  # our own output fed back in: backward needs x intact
+            out = np.empty_like(out)
         np.matmul(x, self.weight.T, out=out)
         if self.bias is not None:
             out += self.bias
