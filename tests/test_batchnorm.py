@@ -147,6 +147,20 @@ def test_large_offset_variance(isa):
         assert abs(float(res.out.std()) - 1) < 1e-3
 
 
+@pytest.mark.parametrize("shape", [(1000, 7), (203, 3, 5), (130, 1030)])
+def test_train_rows_drifting_between_blocks(isa, dtype, rng, shape):
+    # Rows sorted by a large offset: every row block and chunk has a different mean, so the
+    # block and chunk merges (not one two-pass sum) carry the variance.
+    x = rng.normal(0.0, 1.0, shape) + 300.0 * (np.arange(shape[0]) // 11).reshape(
+        -1, *[1] * (len(shape) - 1)
+    )
+    check_train(x.astype(dtype), 1, rng)
+    x = rng.normal(0.0, 1.0, shape) + np.where(np.arange(shape[0]) % 8 == 0, 1e3, 0.0).reshape(
+        -1, *[1] * (len(shape) - 1)
+    )
+    check_train(x.astype(dtype), 1, rng)
+
+
 def test_constant_channel(isa, dtype):
     x = np.full((10, 3), 5.0, dtype)
     x[:, 1] = np.arange(10)

@@ -9,9 +9,10 @@
 // on the shape, never on the thread count, and partial results are combined in unit order: the
 // results are bitwise the same for any number of threads.
 //
-// Statistics: a unit is small enough to stay in cache, so its mean and M2 are computed two-pass
-// from cache and units are merged with Chan's formula in double. That is one pass over memory
-// and no E[x^2] - E[x]^2 cancellation when the data sits far from zero.
+// Statistics: each unit's mean and M2 are computed two-pass from cache or registers (a plane
+// segment from L1/L2; in the rows traversal, blocks of kBlock rows from registers, merged into
+// their chunk), and units are merged with Chan's formula in double. That is one pass over
+// memory and no E[x^2] - E[x]^2 cancellation when the data sits far from zero.
 // Passes over memory: train fwd reads x twice and writes y; eval fwd reads x and writes y;
 // backward reads x, dy twice and writes dx.
 // Normalize is (x - mean) * scale + shift (a subtract and an FMA): folding the mean into the
@@ -30,7 +31,10 @@ namespace BNFAST_NS {
 namespace {
 
 constexpr i64 kUnitBytes = 64 * 1024;    // plane segment: two passes from L1/L2
-constexpr i64 kChunkBytes = 256 * 1024;  // row chunk: re-read from L2; long streams for pass 1
+constexpr i64 kChunkBytes = 256 * 1024;  // row chunk: rows summed in T before a double merge
+constexpr i64 kChunkMaxRows = 64;        // ... and at most this many (bounds the T error)
+constexpr int kBlock = 8;                // rows read together by the statistics passes
+constexpr i64 kBlockMinRowBytes = 1024;  // ... when rows are this long (short rows stream anyway)
 constexpr i64 kMaxGroups = 48;  // divisible by 1, 2, 3, 4, 6, 8, 12, 16, 24: even thread loads
 constexpr i64 kPlaneMinBytes = 256;
 
@@ -99,7 +103,7 @@ Plan make_plan(Shape3 s) {
     p.nseg = (s.B + p.S - 1) / p.S;
   } else {
     const i64 row_bytes = std::max<i64>(1, p.W * static_cast<i64>(sizeof(T)));
-    p.R = std::max<i64>(1, kChunkBytes / row_bytes);
+    p.R = std::clamp<i64>(kChunkBytes / row_bytes, 1, kChunkMaxRows);
     p.nchunks = (s.A + p.R - 1) / p.R;
     // Group partials (2 doubles per lane) stay under 1/8 of the input.
     const i64 cap = std::max<i64>(1, s.A * static_cast<i64>(sizeof(T)) / 128);
@@ -121,7 +125,56 @@ inline int threads(const Plan& p, int arrays) {
 
 // ---- statistics -------------------------------------------------------------------------
 
+// Merges the moments of rows x[0, nb) (nb <= kBlock, rows W apart) into the float chunk
+// accumulators cm/cm2, which already hold na rows. The block's mean and M2 are computed
+// two-pass from registers, so the rows are read from memory once; Chan's formula merges it.
+template <class T>
+inline void merge_block(const T* x, i64 W, int nb, i64 na, T* cm, T* cm2) {
+  using V = Vec<T>;
+  const V inv = V::set1(T(1) / static_cast<T>(nb));
+  const V wb = V::set1(static_cast<T>(static_cast<double>(nb) / static_cast<double>(na + nb)));
+  const V wab =
+      V::set1(static_cast<T>(static_cast<double>(na) * nb / static_cast<double>(na + nb)));
+  auto body = [&](i64 j, int k, int rows) {
+    V v[kBlock];
+    for (int i = 0; i < rows; ++i) v[i] = ld(x + i * W + j, k);
+    // Full blocks sum as a tree (short dependency chains keep many rows' loads in flight).
+    V m, q;
+    if (rows == kBlock) {
+      m = (((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))) * inv;
+      V q0 = (v[0] - m) * (v[0] - m), q1 = (v[1] - m) * (v[1] - m);
+      for (int i = 2; i < kBlock; i += 2) {
+        q0 = fmadd(v[i] - m, v[i] - m, q0);
+        q1 = fmadd(v[i + 1] - m, v[i + 1] - m, q1);
+      }
+      q = q0 + q1;
+    } else {
+      V s = v[0];
+      for (int i = 1; i < rows; ++i) s = s + v[i];
+      m = s * inv;
+      q = V::zero();
+      for (int i = 0; i < rows; ++i) q = fmadd(v[i] - m, v[i] - m, q);
+    }
+    if (na == 0) {
+      st(cm + j, m, k);
+      st(cm2 + j, q, k);
+    } else {
+      const V ma = ld(cm + j, k), d = m - ma;
+      st(cm + j, fmadd(d, wb, ma), k);
+      st(cm2 + j, ld(cm2 + j, k) + fmadd(d * d, wab, q), k);
+    }
+  };
+  // A full block has a constant row count, so its loops unroll and v stays in registers.
+  if (nb == kBlock) {
+    for_lanes<T>(W, [&](i64 j, int k) { body(j, k, kBlock); });
+  } else {
+    for_lanes<T>(W, [&](i64 j, int k) { body(j, k, nb); });
+  }
+}
+
 // Moments of rows [r0, r1) per lane, merged chunk by chunk into gmean/gm2 (W doubles each).
+// Rows stream in blocks of kBlock: many rows in flight keep the memory system busy (one row
+// at a time runs at half the read bandwidth), and the block is summed in registers.
 template <class T>
 void rows_moments(const T* x, const Plan& p, i64 r0, i64 r1, double* gmean, double* gm2) {
   const i64 W = p.W;
@@ -130,42 +183,9 @@ void rows_moments(const T* x, const Plan& p, i64 r0, i64 r1, double* gmean, doub
   for (i64 c0 = r0; c0 < r1; c0 += p.R) {
     const i64 c1 = std::min(c0 + p.R, r1);
     const double n = static_cast<double>(c1 - c0);
-    // Pass 1 streams the rows (strided walks defeat the prefetcher on data from memory), four
-    // at a time: fewer accumulator stores, and fewer false 4K-aliasing stalls when rows are a
-    // multiple of 4 KiB apart.
-    std::fill(cm.data(), cm.data() + W, T(0));
-    i64 r = c0;
-    for (; r + 4 <= c1; r += 4) {
-      const T* x0 = x + r * W;
-      for_lanes<T>(W, [&](i64 j, int k) {
-        const Vec<T> a = ld(x0 + j, k) + ld(x0 + W + j, k);
-        const Vec<T> b = ld(x0 + 2 * W + j, k) + ld(x0 + 3 * W + j, k);
-        st(&cm[j], ld(&cm[j], k) + (a + b), k);
-      });
-    }
-    for (; r < c1; ++r) {
-      const T* xr = x + r * W;
-      for_lanes<T>(W, [&](i64 j, int k) { st(&cm[j], ld(&cm[j], k) + ld(xr + j, k), k); });
-    }
-    const Vec<T> inv = Vec<T>::set1(T(1) / static_cast<T>(c1 - c0));
-    for_lanes<T>(W, [&](i64 j, int k) { st(&cm[j], ld(&cm[j], k) * inv, k); });
-    // Pass 2 re-reads the chunk from L2, row-major like pass 1, two rows at a time.
-    std::fill(cm2.data(), cm2.data() + W, T(0));
-    i64 r2 = c0;
-    for (; r2 + 2 <= c1; r2 += 2) {
-      const T* x0 = x + r2 * W;
-      for_lanes<T>(W, [&](i64 j, int k) {
-        const Vec<T> m = ld(&cm[j], k);
-        const Vec<T> d0 = ld(x0 + j, k) - m, d1 = ld(x0 + W + j, k) - m;
-        st(&cm2[j], fmadd(d1, d1, fmadd(d0, d0, ld(&cm2[j], k))), k);
-      });
-    }
-    for (; r2 < c1; ++r2) {
-      const T* xr = x + r2 * W;
-      for_lanes<T>(W, [&](i64 j, int k) {
-        const Vec<T> d = ld(xr + j, k) - ld(&cm[j], k);
-        st(&cm2[j], fmadd(d, d, ld(&cm2[j], k)), k);
-      });
+    for (i64 r = c0; r < c1; r += kBlock) {
+      merge_block(x + r * W, W, static_cast<int>(std::min<i64>(kBlock, c1 - r)), r - c0, cm.data(),
+                  cm2.data());
     }
     if (ng == 0) {
       for (i64 j = 0; j < W; ++j) {
@@ -276,19 +296,25 @@ void moments(const T* x, const Plan& p, double* mean, double* var) {
         wab[g * p.B + b] = w.wab;
       }
     }
+    // Channels innermost: independent lanes the compiler vectorizes (a channel-outer loop is
+    // one long dependency chain per channel).
     for (i64 c = 0; c < p.C; ++c) {
-      double m = gmean[c * p.B], m2 = gm2[c * p.B];
-      for (i64 g = 0; g < p.G; ++g) {
-        for (i64 b = (g == 0 ? 1 : 0); b < p.B; ++b) {
-          const i64 j = g * W + c * p.B + b;
-          const double d = gmean[j] - m;
-          m += d * wb[g * p.B + b];
-          m2 += gm2[j] + d * d * wab[g * p.B + b];
+      mean[c] = gmean[c * p.B];
+      var[c] = gm2[c * p.B];
+    }
+    for (i64 g = 0; g < p.G; ++g) {
+      for (i64 b = (g == 0 ? 1 : 0); b < p.B; ++b) {
+        const double wbg = wb[g * p.B + b], wabg = wab[g * p.B + b];
+        const double* gmj = &gmean[g * W + b];
+        const double* gm2j = &gm2[g * W + b];
+        for (i64 c = 0; c < p.C; ++c) {
+          const double d = gmj[c * p.B] - mean[c];
+          mean[c] += d * wbg;
+          var[c] += gm2j[c * p.B] + d * d * wabg;
         }
       }
-      mean[c] = m;
-      var[c] = m2 / n;
     }
+    for (i64 c = 0; c < p.C; ++c) var[c] /= n;
     return;
   }
   const i64 U = p.units();
@@ -542,47 +568,49 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
       const i64 r1 = p.group_begin(g + 1);
       for (i64 c0 = p.group_begin(g); c0 < r1; c0 += p.R) {
         // Row-major streaming with accumulators in L1 (strided walks defeat the prefetcher),
-        // two rows at a time (see rows_moments).
+        // kBlock rows at a time (see rows_moments).
         std::fill(a1.data(), a1.data() + W, T(0));
         std::fill(a2.data(), a2.data() + W, T(0));
         const i64 c1 = std::min(c0 + p.R, r1);
-        i64 r = c0;
-        for (; r + 2 <= c1; r += 2) {
+        auto block = [&](i64 r, int rows) {
           const T* xr = x + r * W;
           const T* dr = dy + r * W;
           for_lanes<T>(W, [&](i64 j, int k) {
             const V m = ld(&cm[j], k);
-            const V d0 = ld(dr + j, k), d1 = ld(dr + W + j, k);
-            const V p0 = d0 * (ld(xr + j, k) - m);
-            st(&a1[j], ld(&a1[j], k) + (d0 + d1), k);
-            st(&a2[j], ld(&a2[j], k) + fmadd(d1, ld(xr + W + j, k) - m, p0), k);
+            // Two chains each: short dependency chains keep many rows' loads in flight.
+            V t1[2] = {V::zero(), V::zero()}, t2[2] = {V::zero(), V::zero()};
+            for (int i = 0; i < rows; ++i) {
+              const V d = ld(dr + i * W + j, k);
+              t1[i & 1] = t1[i & 1] + d;
+              t2[i & 1] = fmadd(d, ld(xr + i * W + j, k) - m, t2[i & 1]);
+            }
+            st(&a1[j], ld(&a1[j], k) + (t1[0] + t1[1]), k);
+            st(&a2[j], ld(&a2[j], k) + (t2[0] + t2[1]), k);
           });
+        };
+        i64 r = c0;
+        if (W * static_cast<i64>(sizeof(T)) >= kBlockMinRowBytes) {
+          for (; r + kBlock <= c1; r += kBlock) block(r, kBlock);
+        } else {
+          for (; r + 2 <= c1; r += 2) block(r, 2);
         }
-        for (; r < c1; ++r) {
-          const T* xr = x + r * W;
-          const T* dr = dy + r * W;
-          for_lanes<T>(W, [&](i64 j, int k) {
-            const V d = ld(dr + j, k);
-            st(&a1[j], ld(&a1[j], k) + d, k);
-            st(&a2[j], fmadd(d, ld(xr + j, k) - ld(&cm[j], k), ld(&a2[j], k)), k);
-          });
-        }
+        for (; r < c1; ++r) block(r, 1);
         for (i64 j = 0; j < W; ++j) {
           s1[j] += a1[j];
           s2[j] += a2[j];
         }
       }
     });
-    for (i64 c = 0; c < p.C; ++c) {
-      double t1 = 0, t2 = 0;
-      for (i64 g = 0; g < p.G; ++g) {
-        for (i64 b = 0; b < p.B; ++b) {
-          t1 += g1[g * W + c * p.B + b];
-          t2 += g2[g * W + c * p.B + b];
+    // Channels innermost, as in moments.
+    std::fill(sdy, sdy + p.C, 0.0);
+    std::fill(sdyx, sdyx + p.C, 0.0);
+    for (i64 g = 0; g < p.G; ++g) {
+      for (i64 b = 0; b < p.B; ++b) {
+        for (i64 c = 0; c < p.C; ++c) {
+          sdy[c] += g1[g * W + c * p.B + b];
+          sdyx[c] += g2[g * W + c * p.B + b];
         }
       }
-      sdy[c] = t1;
-      sdyx[c] = t2;
     }
     return;
   }
