@@ -168,4 +168,53 @@ void* aligned_malloc(std::int64_t bytes) {
 
 void aligned_free(void* p) { std::free(p); }
 
+namespace {
+
+// Kernel scratch comes from a per-thread LIFO arena: a call allocates about a dozen small
+// buffers, and malloc/free of them cost as much as a tiny kernel itself. Larger requests, or
+// ones that do not fit what is left, fall back to aligned_malloc.
+constexpr std::size_t kArenaBytes = 256 * 1024;
+
+struct Arena {
+  char* base = nullptr;
+  std::size_t top = 0;
+  Arena() = default;
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+  ~Arena() { std::free(base); }
+};
+
+thread_local Arena t_arena;
+
+}  // namespace
+
+void* scratch_alloc(std::int64_t bytes) {
+  const std::size_t rounded =
+      (static_cast<std::size_t>(bytes > 0 ? bytes : 64) + 63) & ~static_cast<std::size_t>(63);
+#if defined(__SANITIZE_ADDRESS__)
+  return aligned_malloc(bytes);  // every buffer its own allocation, so ASan sees overruns
+#endif
+  Arena& a = t_arena;
+  if (rounded <= kArenaBytes - a.top) {
+    if (!a.base) {
+      a.base = static_cast<char*>(std::aligned_alloc(64, kArenaBytes));
+      if (!a.base) throw std::bad_alloc();
+    }
+    void* p = a.base + a.top;
+    a.top += rounded;
+    return p;
+  }
+  return aligned_malloc(bytes);
+}
+
+void scratch_free(void* p) {
+  Arena& a = t_arena;
+  char* c = static_cast<char*>(p);
+  if (a.base && c >= a.base && c < a.base + kArenaBytes) {
+    a.top = static_cast<std::size_t>(c - a.base);  // LIFO: frees p and anything after it
+  } else {
+    std::free(p);
+  }
+}
+
 }  // namespace bnfast

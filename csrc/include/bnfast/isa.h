@@ -51,6 +51,10 @@ inline int threads_for(std::int64_t bytes) {
 // allocator template is instantiated inside an ISA-specific translation unit.
 void* aligned_malloc(std::int64_t bytes);
 void aligned_free(void* p);
+// Scratch buffers of one kernel call, freed in reverse order of allocation on the same thread
+// (the Scratch class in vec.h).
+void* scratch_alloc(std::int64_t bytes);
+void scratch_free(void* p);
 
 }  // namespace bnfast
 

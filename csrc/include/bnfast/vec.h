@@ -451,21 +451,21 @@ inline void for_lanes(i64 w, F&& f) {
   if (j < w) f(j, static_cast<int>(w - j));
 }
 
-// Uninitialised aligned scratch memory owned by a kernel call.
+// Uninitialised aligned scratch memory owned by a kernel call (from the per-thread arena; LIFO).
 template <class T>
 class Scratch {
  public:
-  explicit Scratch(i64 n) : raw_(aligned_malloc(n * i64(sizeof(T)))), p_(static_cast<T*>(raw_)) {}
+  explicit Scratch(i64 n) : raw_(scratch_alloc(n * i64(sizeof(T)))), p_(static_cast<T*>(raw_)) {}
   // Accumulators stored to while streaming rows of `data`: placed `offset` bytes past `data`
   // modulo 4 KiB (half a page by default), so loads of rows a multiple of 4 KiB apart do not
   // look like they depend on recent accumulator stores (4K aliasing stalls such loads).
   Scratch(i64 n, const void* data, std::uintptr_t offset = 2048)
-      : raw_(aligned_malloc(n * i64(sizeof(T)) + 4096)), p_(static_cast<T*>(raw_)) {
+      : raw_(scratch_alloc(n * i64(sizeof(T)) + 4096)), p_(static_cast<T*>(raw_)) {
     const auto a = reinterpret_cast<std::uintptr_t>(raw_);
     const auto d = reinterpret_cast<std::uintptr_t>(data);
     p_ = reinterpret_cast<T*>(a + ((d + offset - a) & 4095 & ~std::uintptr_t(63)));
   }
-  ~Scratch() { aligned_free(raw_); }
+  ~Scratch() { scratch_free(raw_); }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   T* data() const { return p_; }
