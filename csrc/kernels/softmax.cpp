@@ -136,9 +136,9 @@ template <class T>
 inline T row_max(const T* x, i64 K) {
   using V = Vec<T>;
   const V ninf = V::set1(-kInf<T>);
-  V mv = ninf;
-  for_lanes<T>(K, [&](i64 j, int k) { mv = max(mv, ld(x + j, k, ninf)); });
-  const T m = reduce_max(mv);
+  V mv[2] = {ninf, ninf};
+  for_lanes2<T>(K, [&](i64 j, int k, auto q) { mv[q] = max(mv[q], ld(x + j, k, ninf)); });
+  const T m = reduce_max(max(mv[0], mv[1]));
   return m == -kInf<T> ? T(0) : m;
 }
 template <class T>
@@ -475,12 +475,14 @@ double xent_rows(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r
       const T m = have_next ? m_next : row_max(xr, K);
       have_next = false;
       const V vm = V::set1(m);
-      V sv = V::zero(), uv = V::zero(), vv = V::zero();
+      // Two accumulation chains each (for_lanes2): a single chain's add latency bounds long rows.
+      V sv[2] = {V::zero(), V::zero()}, uv[2] = {V::zero(), V::zero()};
+      V vv[2] = {V::zero(), V::zero()};
       const T* tr = kProb ? tgt + row * K : nullptr;
       // Long rows (one per group): while this row is computed from L1, pull the next row's
       // logits and gradient lines (for writing) into the cache, one line per vector.
       const bool pf = p.group == 1 && row + 1 < p.rows;
-      for_lanes<T>(K, [&](i64 j, int k) {
+      for_lanes2<T>(K, [&](i64 j, int k, auto q) {
         if (pf) {
           __builtin_prefetch(xr + K + j, 0, 3);
           __builtin_prefetch(gr + K + j, 1, 3);
@@ -488,22 +490,22 @@ double xent_rows(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r
         const V z = ld(xr + j, k, ninf) - vm;
         const V e = vexp_nonpos(z);
         st(gr + j, e, k);
-        sv = sv + e;
+        sv[q] = sv[q] + e;
         if (kProb) {
           const V w = a.weight ? ld(a.weight + j, k) : one;
           const V wt = keep(w * fmadd(one_eps, ld(tr + j, k), eps_k), k);
-          vv = vv + wt;
-          uv = uv + select(cmp_eq(wt, V::zero()), V::zero(), wt * z);
+          vv[q] = vv[q] + wt;
+          uv[q] = uv[q] + select(cmp_eq(wt, V::zero()), V::zero(), wt * z);
         } else if (c.smooth) {
           const V wz = a.weight ? ld(a.weight + j, k) * z : z;
-          vv = vv + keep(wz, k);
+          vv[q] = vv[q] + keep(wz, k);
         }
       });
       st_.m[i] = m;
-      st_.s[i] = reduce_add(sv);
-      if (kProb || c.smooth) st_.v[i] = reduce_add(vv);
+      st_.s[i] = reduce_add(sv[0] + sv[1]);
+      if (kProb || c.smooth) st_.v[i] = reduce_add(vv[0] + vv[1]);
       if constexpr (kProb) {
-        st_.u[i] = reduce_add(uv);
+        st_.u[i] = reduce_add(uv[0] + uv[1]);
       } else {
         st_.u[i] = xr[st_.y[i]] - m;
       }
@@ -516,19 +518,19 @@ double xent_rows(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r
       acc += static_cast<double>(st_.loss[i]);
       const bool fuse = p.group == 1 && row + 1 < r1;
       const T* xn = a.x + (row + 1) * K;
-      V mv = ninf;
-      const auto next_max = [&](i64 j, int k) {
-        if (fuse) mv = max(mv, ld(xn + j, k, ninf));
+      V mv[2] = {ninf, ninf};
+      const auto next_max = [&](i64 j, int k, auto q) {
+        if (fuse) mv[q] = max(mv[q], ld(xn + j, k, ninf));
       };
       const auto done = [&] {
         if (!fuse) return;
-        m_next = reduce_max(mv);
+        m_next = reduce_max(max(mv[0], mv[1]));
         if (m_next == -kInf<T>) m_next = T(0);
         have_next = true;
       };
       if (st_.live[i] == T(0)) {
-        for_lanes<T>(K, [&](i64 j, int k) {
-          next_max(j, k);
+        for_lanes2<T>(K, [&](i64 j, int k, auto q) {
+          next_max(j, k, q);
           st(gr + j, V::zero(), k);
         });
         done();
@@ -537,22 +539,22 @@ double xent_rows(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r
       const V al = V::set1(st_.alpha[i]), ga = V::set1(st_.gamma[i]);
       if constexpr (kProb) {
         const T* tr = tgt + row * K;
-        for_lanes<T>(K, [&](i64 j, int k) {
+        for_lanes2<T>(K, [&](i64 j, int k, auto q) {
           const V w = a.weight ? ld(a.weight + j, k) : one;
           const V wt = w * fmadd(one_eps, ld(tr + j, k), eps_k);
-          next_max(j, k);
+          next_max(j, k, q);
           st(gr + j, fnmadd(ga, wt, al * ld(gr + j, k)), k);
         });
       } else {
         if (c.smooth) {
-          for_lanes<T>(K, [&](i64 j, int k) {
+          for_lanes2<T>(K, [&](i64 j, int k, auto q) {
             const V w = a.weight ? ld(a.weight + j, k) : one;
-            next_max(j, k);
+            next_max(j, k, q);
             st(gr + j, fnmadd(ga, w, al * ld(gr + j, k)), k);
           });
         } else {
-          for_lanes<T>(K, [&](i64 j, int k) {
-            next_max(j, k);
+          for_lanes2<T>(K, [&](i64 j, int k, auto q) {
+            next_max(j, k, q);
             st(gr + j, al * ld(gr + j, k), k);
           });
         }
