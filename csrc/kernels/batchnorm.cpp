@@ -422,8 +422,7 @@ void fwd_train(const BnTrainArgs<T>& a) {
   const double M = static_cast<double>(p.A * p.B);
   Scratch<T> cm(C), cs(C), cb(C);
   // From channel c's batch statistics: saved stats, running stats, normalize constants.
-  auto finish = [&](i64 c, double mean, double var) {
-    const double invstd = 1.0 / std::sqrt(var + a.eps);
+  auto finish = [&](i64 c, double mean, double var, double invstd) {
     a.save_mean[c] = static_cast<T>(mean);
     a.save_invstd[c] = static_cast<T>(invstd);
     const double m = a.momentum;
@@ -444,7 +443,7 @@ void fwd_train(const BnTrainArgs<T>& a) {
           merge_channel_units(
               p, c, [&](i64 u, double& m, double& m2) { unit_moments(a.x, p, u, m, m2); }, mean,
               var);
-          finish(c, mean, var);
+          finish(c, mean, var, 1.0 / std::sqrt(var + a.eps));
           for (i64 aa = 0; aa < p.A; ++aa) {
             for (i64 k = 0; k < p.nseg; ++k) {
               normalize_unit(a.x, a.y, p, (aa * C + c) * p.nseg + k, cm[c], cs[c], cb[c], stream,
@@ -457,9 +456,11 @@ void fwd_train(const BnTrainArgs<T>& a) {
         });
     return;
   }
-  Scratch<double> mean(C), var(C);
+  Scratch<double> mean(C), var(C), inv(C);
   moments(a.x, p, mean.data(), var.data());
-  for (i64 c = 0; c < C; ++c) finish(c, mean[c], var[c]);
+  // A loop of its own vectorizes the square roots and divisions (the same values as scalar).
+  for (i64 c = 0; c < C; ++c) inv[c] = 1.0 / std::sqrt(var[c] + a.eps);
+  for (i64 c = 0; c < C; ++c) finish(c, mean[c], var[c], inv[c]);
   normalize(a.x, a.y, p, cm.data(), cs.data(), cb.data());
 }
 
@@ -468,11 +469,13 @@ void fwd_eval(const BnEvalArgs<T>& a) {
   const Plan p = make_plan<T>(a.s);
   const i64 C = p.C;
   Scratch<T> cm(C), cs(C), cb(C);
+  Scratch<double> inv(C);
+  for (i64 c = 0; c < C; ++c)
+    inv[c] = 1.0 / std::sqrt(static_cast<double>(a.running_var[c]) + a.eps);
   for (i64 c = 0; c < C; ++c) {
-    const double invstd = 1.0 / std::sqrt(static_cast<double>(a.running_var[c]) + a.eps);
     a.save_mean[c] = a.running_mean[c];
-    a.save_invstd[c] = static_cast<T>(invstd);
-    affine_constants(c, double(a.running_mean[c]), invstd, a.weight, a.bias, cm.data(), cs.data(),
+    a.save_invstd[c] = static_cast<T>(inv[c]);
+    affine_constants(c, double(a.running_mean[c]), inv[c], a.weight, a.bias, cm.data(), cs.data(),
                      cb.data());
   }
   normalize(a.x, a.y, p, cm.data(), cs.data(), cb.data());
