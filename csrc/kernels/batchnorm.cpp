@@ -398,7 +398,10 @@ inline bool stream_output(const Plan& p, const T* out, const T* in) {
 // Planes traversal with each channel's data small enough for L2: statistics, then the
 // normalize (or dx) pass while the channel's planes are still in cache — one pass over memory.
 // Channels are independent, so this is also bitwise independent of the thread count.
-constexpr i64 kChannelCacheBytes = 768 * 1024;
+// The limit is this machine's L2 (1 MiB per core): NCHW (32, 64, 56, 56) backward, x and dy of a
+// channel 802 KB, measured no slower fused than in two passes over memory, and up to 16%
+// faster (2 threads).
+constexpr i64 kChannelCacheBytes = 1024 * 1024;
 
 template <class T>
 inline bool channel_fused(const Plan& p, int arrays) {
