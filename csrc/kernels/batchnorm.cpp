@@ -49,6 +49,17 @@ inline bool use_stream(const void* out, const void* in, i64 bytes, i64 row_bytes
          reinterpret_cast<std::uintptr_t>(out) % 64 == 0;
 }
 
+// Streaming loops of the rows traversal also load per-lane constants from L1; those loads fill
+// the load queue, so fewer misses of the streamed array are in flight and the loop falls to
+// ~85% of the bandwidth. A software prefetch this far ahead (into L2; 2 KiB ahead does not help)
+// restores it (measured on Zen 4 with a stand-alone copy of the normalize loop).
+constexpr i64 kPrefetchBytes = 8192;
+
+template <class T>
+inline void prefetch_ahead(const T* p) {
+  __builtin_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes, 0, 2);
+}
+
 // Like for_lanes over dst[0, w), calling f(j, n, nt); nt marks full vectors that may be streamed.
 template <class T, class F>
 inline void for_lanes_out(i64 w, bool stream, F&& f) {
@@ -370,6 +381,7 @@ void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, c
           const T* xr = x + r * W;
           T* yr = y + r * W;
           for_lanes_out<T>(W, stream, [&](i64 j, int k, bool s) {
+            prefetch_ahead(xr + j);
             st_out(yr + j, fmadd(ld(xr + j, k) - ld(&cm[j], k), ld(&cs[j], k), ld(&cb[j], k)), k,
                    s);
           });
@@ -703,6 +715,8 @@ void backward(const BnBackwardArgs<T>& a) {
           const T* dr = a.dy + r * W;
           T* out = a.dx + r * W;
           for_lanes_out<T>(W, stream, [&](i64 j, int n, bool s) {
+            prefetch_ahead(xr + j);
+            prefetch_ahead(dr + j);
             const V t = fmadd(ld(dr + j, n), ld(&wk[j], n), ld(&w0[j], n));
             st_out(out + j, fmadd(ld(xr + j, n) - ld(&wm[j], n), ld(&w1[j], n), t), n, s);
           });
