@@ -56,8 +56,14 @@ inline bool use_stream(const void* out, const void* in, i64 bytes, i64 row_bytes
 constexpr i64 kPrefetchBytes = 8192;
 
 template <class T>
-inline void prefetch_ahead(const T* p) {
-  __builtin_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes, 0, 2);
+inline void prefetch_ahead(const T* p, i64 bytes = kPrefetchBytes) {
+  __builtin_prefetch(reinterpret_cast<const char*>(p) + bytes, 0, 2);
+}
+
+// Prefetch distance of the passes that read kBlock rows at a time: at least the next block.
+template <class T>
+inline i64 block_prefetch_bytes(i64 W) {
+  return std::max<i64>(kPrefetchBytes, kBlock * W * static_cast<i64>(sizeof(T)));
 }
 
 // Like for_lanes over dst[0, w), calling f(j, n, nt); nt marks full vectors that may be streamed.
@@ -142,13 +148,17 @@ inline int threads(const Plan& p, int arrays) {
 template <class T>
 inline void merge_block(const T* x, i64 W, int nb, i64 na, T* cm, T* cm2) {
   using V = Vec<T>;
+  const i64 pf = block_prefetch_bytes<T>(W);
   const V inv = V::set1(T(1) / static_cast<T>(nb));
   const V wb = V::set1(static_cast<T>(static_cast<double>(nb) / static_cast<double>(na + nb)));
   const V wab =
       V::set1(static_cast<T>(static_cast<double>(na) * nb / static_cast<double>(na + nb)));
   auto body = [&](i64 j, int k, int rows) {
     V v[kBlock];
-    for (int i = 0; i < rows; ++i) v[i] = ld(x + i * W + j, k);
+    for (int i = 0; i < rows; ++i) {
+      prefetch_ahead(x + i * W + j, pf);
+      v[i] = ld(x + i * W + j, k);
+    }
     // Full blocks sum as a tree (short dependency chains keep many rows' loads in flight).
     V m, q;
     if (rows == kBlock) {
@@ -590,6 +600,8 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
         std::fill(a1.data(), a1.data() + W, T(0));
         std::fill(a2.data(), a2.data() + W, T(0));
         const i64 c1 = std::min(c0 + p.R, r1);
+        const bool wide = W * static_cast<i64>(sizeof(T)) >= kBlockMinRowBytes;
+        const i64 pf = wide ? block_prefetch_bytes<T>(W) : 0;  // short rows: measured slower
         auto block = [&](i64 r, int rows) {
           const T* xr = x + r * W;
           const T* dr = dy + r * W;
@@ -598,6 +610,10 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
             // Two chains each: short dependency chains keep many rows' loads in flight.
             V t1[2] = {V::zero(), V::zero()}, t2[2] = {V::zero(), V::zero()};
             for (int i = 0; i < rows; ++i) {
+              if (pf) {
+                prefetch_ahead(dr + i * W + j, pf);
+                prefetch_ahead(xr + i * W + j, pf);
+              }
               const V d = ld(dr + i * W + j, k);
               t1[i & 1] = t1[i & 1] + d;
               t2[i & 1] = fmadd(d, ld(xr + i * W + j, k) - m, t2[i & 1]);
@@ -607,7 +623,7 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
           });
         };
         i64 r = c0;
-        if (W * static_cast<i64>(sizeof(T)) >= kBlockMinRowBytes) {
+        if (wide) {
           for (; r + kBlock <= c1; r += kBlock) block(r, kBlock);
         } else {
           for (; r + 2 <= c1; r += 2) block(r, 2);
