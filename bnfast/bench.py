@@ -538,6 +538,16 @@ def overhead(samples: int = 7, number: int = 2000) -> list[dict[str, Any]]:
     if ce is not None:
         t = np.arange(x.shape[0]) % c
         fns["softmax_cross_entropy"] = lambda: ce(x, t)
+        fns["_core.softmax_xent"] = lambda: _core.softmax_xent(
+            x, t, 1, None, -100, 1, 0.0, 1.0, out
+        )
+    p1, g1, s1, s2 = (np.full(32, v, F32) for v in (0.5, 0.1, 0.0, 0.0))
+    fns["_core.sgd_update (1 tensor)"] = lambda: _core.sgd_update(
+        [p1], [g1], None, 0.1, 0.0, 0.0, 0.0, False, True
+    )
+    fns["_core.adam_update (1 tensor)"] = lambda: _core.adam_update(
+        [p1], [g1], [s1], [s2], None, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False, False
+    )
     optim = getattr(bnfast, "optim", None)
     for name, (_, cls, kwargs) in _OPTIMIZERS.items():
         if optim is not None and hasattr(optim, cls):
