@@ -130,6 +130,9 @@ template <class T>
 inline T reduce_min(Vec<T> a) {
   return a.v;
 }
+// transpose(r): r[i] lane j becomes r[j] lane i (an N x N block; N = 1 here).
+template <class T>
+inline void transpose(Vec<T>*) {}
 
 // Bit operations on each lane's IEEE-754 representation (shifts are logical).
 namespace detail {
@@ -286,6 +289,38 @@ inline double reduce_min(Vec<double> a) {
   return _mm_cvtsd_f64(_mm_min_sd(s, _mm_unpackhi_pd(s, s)));
 }
 
+// 8 x 8 (float) and 4 x 4 (double) transposes: pairs interleaved within 128-bit lanes, then
+// the 128-bit lanes exchanged.
+inline void transpose(Vec<float>* r) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i].v, r[2 * i + 1].v);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i].v, r[2 * i + 1].v);
+  }
+  // u[4g + c], 128-bit lane L: column 4L + c of rows 4g .. 4g + 3.
+  for (int g = 0; g < 2; ++g) {
+    u[4 * g] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    r[c].v = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+    r[4 + c].v = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+  }
+}
+inline void transpose(Vec<double>* r) {
+  __m256d t[4];
+  for (int i = 0; i < 2; ++i) {
+    t[2 * i] = _mm256_unpacklo_pd(r[2 * i].v, r[2 * i + 1].v);
+    t[2 * i + 1] = _mm256_unpackhi_pd(r[2 * i].v, r[2 * i + 1].v);
+  }
+  for (int c = 0; c < 2; ++c) {
+    r[c].v = _mm256_permute2f128_pd(t[c], t[2 + c], 0x20);
+    r[2 + c].v = _mm256_permute2f128_pd(t[c], t[2 + c], 0x31);
+  }
+}
+
 #define BNFAST_VEC_BITS(T, S, W)                                                       \
   inline Vec<T> bit_and(Vec<T> a, Vec<T> b) { return {_mm256_and_##S(a.v, b.v)}; }     \
   inline Vec<T> bit_or(Vec<T> a, Vec<T> b) { return {_mm256_or_##S(a.v, b.v)}; }       \
@@ -387,6 +422,51 @@ struct Vec<double> {
 BNFAST_VEC_OPS(float, ps)
 BNFAST_VEC_OPS(double, pd)
 #undef BNFAST_VEC_OPS
+
+// 16 x 16 (float) and 8 x 8 (double) transposes: pairs interleaved within 128-bit lanes, then
+// 128-bit lanes gathered across rows in two steps.
+inline void transpose(Vec<float>* r) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i].v, r[2 * i + 1].v);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i].v, r[2 * i + 1].v);
+  }
+  // u[4g + c], 128-bit lane L: column 4L + c of rows 4g .. 4g + 3.
+  for (int g = 0; g < 4; ++g) {
+    u[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512 e0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);  // lanes 0, 2 of rows 0-7
+    const __m512 e1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);  // lanes 1, 3
+    const __m512 e2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+    const __m512 e3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+    r[c].v = _mm512_shuffle_f32x4(e0, e2, 0x88);
+    r[8 + c].v = _mm512_shuffle_f32x4(e0, e2, 0xDD);
+    r[4 + c].v = _mm512_shuffle_f32x4(e1, e3, 0x88);
+    r[12 + c].v = _mm512_shuffle_f32x4(e1, e3, 0xDD);
+  }
+}
+inline void transpose(Vec<double>* r) {
+  __m512d t[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm512_unpacklo_pd(r[2 * i].v, r[2 * i + 1].v);
+    t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i].v, r[2 * i + 1].v);
+  }
+  // t[2g + c], 128-bit lane L: column 2L + c of rows 2g, 2g + 1.
+  for (int c = 0; c < 2; ++c) {
+    const __m512d e0 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0x88);
+    const __m512d e1 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0xDD);
+    const __m512d e2 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0x88);
+    const __m512d e3 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0xDD);
+    r[c].v = _mm512_shuffle_f64x2(e0, e2, 0x88);
+    r[4 + c].v = _mm512_shuffle_f64x2(e0, e2, 0xDD);
+    r[2 + c].v = _mm512_shuffle_f64x2(e1, e3, 0x88);
+    r[6 + c].v = _mm512_shuffle_f64x2(e1, e3, 0xDD);
+  }
+}
 
 #define BNFAST_VEC_BITS(T, S, W)                                                       \
   inline Vec<T> bit_and(Vec<T> a, Vec<T> b) {                                          \
