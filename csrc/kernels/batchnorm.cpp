@@ -373,6 +373,38 @@ inline void normalize_unit(const T* x, T* y, const Plan& p, i64 u, T mean, T sca
   });
 }
 
+// Rows of NV full vectors (channels-last with few channels: NHWC C = 64 is 4 vectors of
+// float32 on AVX-512): the per-lane constants stay in registers for a whole work unit.
+constexpr int kRegRowVectors = 4;
+constexpr i64 kRegRowsPerUnit = 256;
+
+template <int NV, class T>
+void normalize_short(const T* x, T* y, i64 A, const T* cm, const T* cs, const T* cb, bool stream,
+                     int nt) {
+  using V = Vec<T>;
+  constexpr int N = V::N;
+  constexpr i64 W = NV * N;
+  parallel_for((A + kRegRowsPerUnit - 1) / kRegRowsPerUnit, nt,
+               [&](i64 g) {
+                 V m[NV], sc[NV], sh[NV];
+                 for (int v = 0; v < NV; ++v) {
+                   m[v] = V::load(cm + v * N);
+                   sc[v] = V::load(cs + v * N);
+                   sh[v] = V::load(cb + v * N);
+                 }
+                 const i64 r1 = std::min(A, (g + 1) * kRegRowsPerUnit);
+                 for (i64 r = g * kRegRowsPerUnit; r < r1; ++r) {
+                   for (int v = 0; v < NV; ++v) {
+                     const i64 o = r * W + v * N;
+                     st_out(y + o, fmadd(V::load(x + o) - m[v], sc[v], sh[v]), N, stream);
+                   }
+                 }
+               },
+               [&] {
+                 if (stream) stream_fence();
+               });
+}
+
 // y = (x - mean[c]) * scale[c] + shift[c]; per-channel constants given in T.
 template <class T>
 void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, const T* shift) {
@@ -385,6 +417,18 @@ void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, c
     expand(p, mean, cm.data());
     expand(p, scale, cs.data());
     expand(p, shift, cb.data());
+    if (W % V::N == 0 && W <= kRegRowVectors * V::N) {
+      switch (W / V::N) {
+        case 1:
+          return normalize_short<1>(x, y, p.A, cm.data(), cs.data(), cb.data(), stream, nt);
+        case 2:
+          return normalize_short<2>(x, y, p.A, cm.data(), cs.data(), cb.data(), stream, nt);
+        case 3:
+          return normalize_short<3>(x, y, p.A, cm.data(), cs.data(), cb.data(), stream, nt);
+        default:
+          return normalize_short<4>(x, y, p.A, cm.data(), cs.data(), cb.data(), stream, nt);
+      }
+    }
     parallel_for(
         p.A, nt,
         [&](i64 r) {
