@@ -75,16 +75,21 @@ std::string index_str(i64 flat, const std::vector<i64>& shape) {
 template <class T, class Y>
 double check_targets(const Y* t, i64 rows, i64 K, i64 ignore, const T* w,
                      const std::vector<i64>& shape) {
-  i64 bad = -1, ignored = 0;
+  // One branch-free pass (it vectorizes); the first bad row is looked for only on error.
+  i64 ignored = 0;
+  bool any_bad = false;
   for (i64 r = 0; r < rows; ++r) {
     const i64 y = static_cast<i64>(t[r]);
-    ignored += y == ignore;
-    if ((y < 0 || y >= K) && y != ignore) {
-      bad = r;
-      break;
-    }
+    const bool ign = y == ignore;
+    ignored += ign;
+    any_bad |= !ign && static_cast<std::uint64_t>(y) >= static_cast<std::uint64_t>(K);
   }
-  if (bad >= 0) {
+  if (any_bad) {
+    i64 bad = 0;
+    while (static_cast<i64>(t[bad]) == ignore ||
+           static_cast<std::uint64_t>(t[bad]) < static_cast<std::uint64_t>(K)) {
+      ++bad;
+    }
     throw py::index_error("target" + index_str(bad, shape) + " = " +
                           std::to_string(static_cast<i64>(t[bad])) + " is out of range for " +
                           std::to_string(K) + " classes (row " + std::to_string(bad) +
