@@ -581,6 +581,52 @@ def test_optimizer_matches_torch(name, hp, dt, gen):
 
 
 @pytest.mark.parametrize(("name", "hp"), OPT_CASES[1::2], ids=OPT_IDS[1::2])
+def test_optimizer_cached_views_follow_every_change(name, hp, gen):
+    """The drop-in keeps each group's views between steps; every change that makes them stale
+    (a parameter's memory or layout, its gradient appearing or gone, state replaced or loaded,
+    gradients kept between steps) must be seen, and the steps still match PyTorch's."""
+    shapes = [(7,), (4, 4), (2, 3, 4, 5), ()]
+    pa = [torch.randn(s, generator=gen).requires_grad_() for s in shapes]
+    pb = [p.detach().clone().requires_grad_() for p in pa]
+    o0 = getattr(torch.optim, name)(pa, **hp)
+    o1 = getattr(bt.optim, name)(pb, **hp)
+
+    def both(fn):
+        fn(pa, o0)
+        fn(pb, o1)
+
+    def new_memory(ps, o):
+        ps[0].data = ps[0].data.clone()
+
+    def new_layout(ps, o):  # same memory, transposed: a stale view would update it wrongly
+        ps[1].data = ps[1].data.t()  # (its state is now laid out unlike it: PyTorch steps it)
+
+    def replace_state(ps, o):
+        for k, v in list(o.state[ps[2]].items()):
+            o.state[ps[2]][k] = v.clone()
+
+    def reload(ps, o):
+        o.load_state_dict(copy.deepcopy(o.state_dict()))
+
+    # Steps 1, 3, 8 and 9 reuse the views; the others must notice the change and rebuild them.
+    changes = {2: new_memory, 6: replace_state, 7: reload, 10: new_layout}
+    for step in range(11):
+        if step in changes:
+            both(changes[step])
+        if step in (8, 9):  # gradients kept and accumulated into (zero_grad(set_to_none=False))
+            for ps in (pa, pb):
+                for p in ps:
+                    p.grad.mul_(0.5)
+        else:
+            set_grads(pa, pb, gen, skip=(3,) if step == 4 else ())
+        o0.step()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FallbackWarning)
+            o1.step()
+        check_optimizers(o0, o1, pa, pb, f"step {step}")
+
+
+@pytest.mark.parametrize(("name", "hp"), OPT_CASES[1::2], ids=OPT_IDS[1::2])
 def test_optimizer_state_dict_round_trip(name, hp, gen):
     """A checkpoint moves between PyTorch's optimizer and the drop-in both ways, mid-run."""
     pa, pb = make_params(torch.float32, gen)
