@@ -113,7 +113,13 @@ def test_random_shapes_train_eval_backward(isa, dtype, inp):
     y = bnfast.batch_norm(x, rm, rv, w, b, training=False, axis=axis).out
     y64 = ref.batch_norm_eval(*f64(x, rm, rv, w, b), axis=axis)
     assert_close(y, y64, dtype, scale=out_scale(x, rm, 1 / np.sqrt(rv + 1e-5), w, b, axis))
-    dy = rng.normal(size=shape).astype(dtype)
+    check_backward(x, axis, rng, res, w, rm, rv)
+
+
+def check_backward(x, axis, rng, res, w, rm, rv):
+    """Backward in training (batch statistics ``res``) and eval mode (running statistics)."""
+    dtype, c = x.dtype, x.shape[axis]
+    dy = rng.normal(size=x.shape).astype(dtype)
     for training, (mean, invstd) in [
         (True, (res.mean, res.invstd)),
         (False, (rm, 1 / np.sqrt(rv + 1e-5))),
@@ -130,6 +136,17 @@ def test_random_shapes_train_eval_backward(isa, dtype, inp):
         sums = m * (np.abs(dy).max() + 1) * (xhat.max() + 1)
         assert_close(got[1], want[1], dtype, ulps=128, scale=sums)
         assert_close(got[2], want[2], dtype, ulps=128, scale=m * np.abs(dy).max())
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 4, 5, 8, 12, 16, 24, 32, 48, 64, 80])
+def test_rows_of_few_vectors(isa, dtype, rng, c):
+    # Few channels per row, around every ISA's vector width, and many rows: several row blocks
+    # and chunks and a partial last block, with channel means far apart.
+    for shape, axis in [((1037, c), 1), ((7, 13, 11, c), -1)]:
+        x = (rng.normal(0.0, 1.0, shape) + rng.normal(0.0, 50.0, c)).astype(dtype)
+        res = check_train(x, axis, rng)
+        w, _, rm, rv = make_params(rng, c, dtype)
+        check_backward(x, axis, rng, res, w, rm, rv)
 
 
 def test_large_offset_variance(isa):
@@ -246,7 +263,7 @@ def test_backward_finite_differences(rng, training, shape, axis):
 
 
 @pytest.mark.parametrize(
-    ("shape", "axis"), [((4099, 65), 1), ((7, 5, 3000), 1), ((3, 1000, 6), -1)]
+    ("shape", "axis"), [((4099, 65), 1), ((7, 5, 3000), 1), ((3, 1000, 6), -1), ((2003, 48), 1)]
 )
 def test_bitwise_identical_for_any_thread_count(isa, threads, rng, shape, axis):
     x = rng.normal(1.0, 2.0, shape).astype(np.float32)
