@@ -149,6 +149,21 @@ def test_rows_of_few_vectors(isa, dtype, rng, c):
         check_backward(x, axis, rng, res, w, rm, rv)
 
 
+@pytest.mark.parametrize("shape", [(3, 5000), (130, 2600), (70, 2049)])
+def test_wide_rows(isa, dtype, rng, shape):
+    # Rows whose per-channel constants outgrow L1 are normalized (and dx computed) in strips of
+    # channels over groups of 64 rows: few rows, several groups, a partial last strip.
+    x = (rng.normal(0.0, 1.0, shape) + rng.normal(0.0, 20.0, shape[1])).astype(dtype)
+    res = check_train(x, 1, rng)
+    w, _, rm, rv = make_params(rng, shape[1], dtype)
+    check_backward(x, 1, rng, res, w, rm, rv)
+    check_eval = bnfast.batch_norm(x, rm, rv, w, None, training=False).out
+    want = ref.batch_norm_eval(*f64(x, rm, rv, w, None), axis=1)
+    assert_close(
+        check_eval, want, dtype, scale=out_scale(x, rm, 1 / np.sqrt(rv + 1e-5), w, None, 1)
+    )
+
+
 def test_large_offset_variance(isa):
     # float32, mean 1e4, std 1, 2**20 values per channel: no E[x^2] - E[x]^2 cancellation.
     rng = np.random.default_rng(7)
