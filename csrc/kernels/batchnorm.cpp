@@ -83,7 +83,7 @@ inline i64 strip_lanes(i64 W, int arrays) {
 
 // Like for_lanes over dst[0, w), calling f(j, n, nt); nt marks full vectors that may be streamed.
 template <class T, class F>
-inline void for_lanes_out(i64 w, bool stream, F&& f) {
+BNFAST_FLATTEN inline void for_lanes_out(i64 w, bool stream, F&& f) {
   constexpr int N = Vec<T>::N;
   i64 j = 0;
   for (; j + N <= w; j += N) f(j, N, stream);

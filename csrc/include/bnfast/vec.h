@@ -523,9 +523,14 @@ inline void st(T* p, Vec<T> v, int n) {
     v.store_partial(p, n);
   }
 }
+// The loops over a row's vectors are flattened: their per-vector body is always inlined. GCC
+// otherwise may keep a body that a loop calls twice (full vectors, tail) out of line and pay a
+// call, spilled registers and reloaded captures per vector (batch-norm statistics: 5-15%).
+#define BNFAST_FLATTEN __attribute__((flatten))
+
 // Calls f(j, n) over [0, w) in steps of one vector; n < N only for the last step.
 template <class T, class F>
-inline void for_lanes(i64 w, F&& f) {
+BNFAST_FLATTEN inline void for_lanes(i64 w, F&& f) {
   constexpr int N = Vec<T>::N;
   i64 j = 0;
   for (; j + N <= w; j += N) f(j, N);
@@ -536,7 +541,7 @@ inline void for_lanes(i64 w, F&& f) {
 // (std::integral_constant, so per-chain accumulators index arrays at compile time and stay in
 // registers). Two accumulation chains halve the latency bound of a reduction over a long row.
 template <class T, class F>
-inline void for_lanes2(i64 w, F&& f) {
+BNFAST_FLATTEN inline void for_lanes2(i64 w, F&& f) {
   constexpr int N = Vec<T>::N;
   const std::integral_constant<int, 0> c0;
   const std::integral_constant<int, 1> c1;
