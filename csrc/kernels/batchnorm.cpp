@@ -34,8 +34,8 @@ constexpr i64 kUnitBytes = 64 * 1024;  // plane segment: two passes from L1/L2
 // Row chunk: rows summed in T before a double merge, as many as the T error allows. The merge
 // costs O(W) per chunk: 256 KiB chunks (16 rows at W = 4096) spent 30% of train in merges.
 constexpr i64 kChunkRows = 64;
-constexpr int kBlock = 8;  // rows read together by the statistics passes (4: +12%, 16: +12%)
-constexpr i64 kBlockMinRowBytes = 1024;  // ... when rows are this long (short rows stream anyway)
+constexpr int kBlock = 8;  // rows read together by the statistics passes, at most (16: +12%)
+constexpr i64 kBlockMinRowBytes = 1024;  // rows this long are separate memory streams
 constexpr i64 kMaxGroups = 48;  // divisible by 1, 2, 3, 4, 6, 8, 12, 16, 24: even thread loads
 constexpr i64 kPlaneMinBytes = 256;
 
@@ -61,10 +61,18 @@ inline void prefetch_ahead(const T* p, i64 bytes = kPrefetchBytes) {
   __builtin_prefetch(reinterpret_cast<const char*>(p) + bytes, 0, 2);
 }
 
-// Prefetch distance of the passes that read kBlock rows at a time: at least the next block.
+// Rows per block of the statistics pass: rows of kBlockMinRowBytes and more are each a memory
+// stream, and 4 of them at a time beat 8 ((8192, 1024) train -13%); shorter rows are one
+// contiguous stream, where 8 rows per block do better (channels-last C = 64: -3%).
 template <class T>
-inline i64 block_prefetch_bytes(i64 W) {
-  return std::max<i64>(kPrefetchBytes, kBlock * W * static_cast<i64>(sizeof(T)));
+inline int block_rows(i64 W) {
+  return W * static_cast<i64>(sizeof(T)) >= kBlockMinRowBytes ? kBlock / 2 : kBlock;
+}
+
+// Prefetch distance of the passes that read blocks of `rows` rows: at least the next block.
+template <class T>
+inline i64 block_prefetch_bytes(i64 W, int rows) {
+  return std::max<i64>(kPrefetchBytes, rows * W * static_cast<i64>(sizeof(T)));
 }
 
 // Rows whose per-lane constants outgrow L1 are normalized (or their dx computed) in strips of
@@ -166,29 +174,38 @@ inline void for_row_strips(const Plan& p, i64 S, i64 g, F&& f) {
 
 // ---- statistics -------------------------------------------------------------------------
 
-// Merges the moments of rows x[0, nb) (nb <= kBlock, rows W apart) into the float chunk
+// Merges the moments of rows x[0, nb) (nb <= block_rows, rows W apart) into the float chunk
 // accumulators cm/cm2, which already hold na rows. The block's mean and M2 are computed
 // two-pass from registers, so the rows are read from memory once; Chan's formula merges it.
 template <class T>
 inline void merge_block(const T* x, i64 W, int nb, i64 na, T* cm, T* cm2) {
   using V = Vec<T>;
-  const i64 pf = block_prefetch_bytes<T>(W);
+  const i64 pf = block_prefetch_bytes<T>(W, block_rows<T>(W));
   const V inv = V::set1(T(1) / static_cast<T>(nb));
   const V wb = V::set1(static_cast<T>(static_cast<double>(nb) / static_cast<double>(na + nb)));
   const V wab =
       V::set1(static_cast<T>(static_cast<double>(na) * nb / static_cast<double>(na + nb)));
-  auto body = [&](i64 j, int k, int rows) {
+  // R: a full block of R rows (compile-time, so the loops unroll and v stays in registers), or
+  // 0: `rows` rows.
+  auto body = [&](auto full, i64 j, int k, int rows) {
+    constexpr int R = decltype(full)::value;
+    if constexpr (R > 0) rows = R;
     V v[kBlock];
     for (int i = 0; i < rows; ++i) {
       prefetch_ahead(x + i * W + j, pf);
       v[i] = ld(x + i * W + j, k);
     }
-    // Full blocks sum as a tree (short dependency chains keep many rows' loads in flight).
     V m, q;
-    if (rows == kBlock) {
-      m = (((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))) * inv;
+    if constexpr (R > 0) {
+      // A pairwise tree (short dependency chains keep many rows' loads in flight).
+      V t[R];
+      for (int i = 0; i < R; ++i) t[i] = v[i];
+      for (int w = R / 2; w >= 1; w /= 2) {
+        for (int i = 0; i < w; ++i) t[i] = t[2 * i] + t[2 * i + 1];
+      }
+      m = t[0] * inv;
       V q0 = (v[0] - m) * (v[0] - m), q1 = (v[1] - m) * (v[1] - m);
-      for (int i = 2; i < kBlock; i += 2) {
+      for (int i = 2; i < R; i += 2) {
         q0 = fmadd(v[i] - m, v[i] - m, q0);
         q1 = fmadd(v[i + 1] - m, v[i + 1] - m, q1);
       }
@@ -209,27 +226,31 @@ inline void merge_block(const T* x, i64 W, int nb, i64 na, T* cm, T* cm2) {
       st(cm2 + j, ld(cm2 + j, k) + fmadd(d * d, wab, q), k);
     }
   };
-  // A full block has a constant row count, so its loops unroll and v stays in registers.
+  using Full8 = std::integral_constant<int, kBlock>;
+  using Full4 = std::integral_constant<int, kBlock / 2>;
   if (nb == kBlock) {
-    for_lanes<T>(W, [&](i64 j, int k) { body(j, k, kBlock); });
+    for_lanes<T>(W, [&](i64 j, int k) { body(Full8{}, j, k, nb); });
+  } else if (nb == kBlock / 2) {
+    for_lanes<T>(W, [&](i64 j, int k) { body(Full4{}, j, k, nb); });
   } else {
-    for_lanes<T>(W, [&](i64 j, int k) { body(j, k, nb); });
+    for_lanes<T>(W, [&](i64 j, int k) { body(std::integral_constant<int, 0>{}, j, k, nb); });
   }
 }
 
 // Moments of rows [r0, r1) per lane, merged chunk by chunk into gmean/gm2 (W doubles each).
-// Rows stream in blocks of kBlock: many rows in flight keep the memory system busy (one row
-// at a time runs at half the read bandwidth), and the block is summed in registers.
+// Rows stream in blocks (block_rows): several rows in flight keep the memory system busy (one
+// row at a time runs at half the read bandwidth), and the block is summed in registers.
 template <class T>
 void rows_moments(const T* x, const Plan& p, i64 r0, i64 r1, double* gmean, double* gm2) {
   const i64 W = p.W;
+  const int rows = block_rows<T>(W);
   Scratch<T> cm(W, x), cm2(W, x, 3072);
   double ng = 0;
   for (i64 c0 = r0; c0 < r1; c0 += p.R) {
     const i64 c1 = std::min(c0 + p.R, r1);
     const double n = static_cast<double>(c1 - c0);
-    for (i64 r = c0; r < c1; r += kBlock) {
-      merge_block(x + r * W, W, static_cast<int>(std::min<i64>(kBlock, c1 - r)), r - c0, cm.data(),
+    for (i64 r = c0; r < c1; r += rows) {
+      merge_block(x + r * W, W, static_cast<int>(std::min<i64>(rows, c1 - r)), r - c0, cm.data(),
                   cm2.data());
     }
     if (ng == 0) {
@@ -689,7 +710,7 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
         std::fill(a2.data(), a2.data() + W, T(0));
         const i64 c1 = std::min(c0 + p.R, r1);
         const bool wide = W * static_cast<i64>(sizeof(T)) >= kBlockMinRowBytes;
-        const i64 pf = wide ? block_prefetch_bytes<T>(W) : 0;  // short rows: measured slower
+        const i64 pf = wide ? block_prefetch_bytes<T>(W, kBlock) : 0;  // short: measured slower
         auto block = [&](i64 r, int rows) {
           const T* xr = x + r * W;
           const T* dr = dy + r * W;
