@@ -711,7 +711,9 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
         const i64 c1 = std::min(c0 + p.R, r1);
         const bool wide = W * static_cast<i64>(sizeof(T)) >= kBlockMinRowBytes;
         const i64 pf = wide ? block_prefetch_bytes<T>(W, kBlock) : 0;  // short: measured slower
-        auto block = [&](i64 r, int rows) {
+        // `rows` is a compile-time count, so the loop over rows unrolls into registers.
+        auto block = [&](i64 r, auto rows_c) {
+          constexpr int rows = decltype(rows_c)::value;
           const T* xr = x + r * W;
           const T* dr = dy + r * W;
           for_lanes<T>(W, [&](i64 j, int k) {
@@ -731,13 +733,15 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
             st(&a2[j], ld(&a2[j], k) + (t2[0] + t2[1]), k);
           });
         };
+        using Wide = std::integral_constant<int, kBlock>;
+        using Short = std::integral_constant<int, 2>;
         i64 r = c0;
         if (wide) {
-          for (; r + kBlock <= c1; r += kBlock) block(r, kBlock);
+          for (; r + Wide::value <= c1; r += Wide::value) block(r, Wide{});
         } else {
-          for (; r + 2 <= c1; r += 2) block(r, 2);
+          for (; r + Short::value <= c1; r += Short::value) block(r, Short{});
         }
-        for (; r < c1; ++r) block(r, 1);
+        for (; r < c1; ++r) block(r, std::integral_constant<int, 1>{});
         for (i64 j = 0; j < W; ++j) {
           s1[j] += a1[j];
           s2[j] += a2[j];
