@@ -501,10 +501,12 @@ void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, c
         [&](i64 r) {
           const T* xr = x + r * W;
           T* yr = y + r * W;
+          // Local pointers: a vector store may alias anything, so the compiler reloads the
+          // Scratch members after every store (-9% on a cache-resident (256, 1024) eval).
+          const T *m = cm.data(), *sc = cs.data(), *sh = cb.data();
           for_lanes_out<T>(W, stream, [&](i64 j, int k, bool s) {
             prefetch_ahead(xr + j);
-            st_out(yr + j, fmadd(ld(xr + j, k) - ld(&cm[j], k), ld(&cs[j], k), ld(&cb[j], k)), k,
-                   s);
+            st_out(yr + j, fmadd(ld(xr + j, k) - ld(m + j, k), ld(sc + j, k), ld(sh + j, k)), k, s);
           });
         },
         end);
