@@ -163,13 +163,17 @@ inline int threads(const Plan& p, int arrays) {
 }
 
 // Strips of lanes [j0, j0 + w) over groups of kStripRows rows, for rows whose per-lane arrays
-// do not fit L1 (S < W): f(r, j0, w) for each row and strip.
-template <class F>
-inline void for_row_strips(const Plan& p, i64 S, i64 g, F&& f) {
-  const i64 r1 = std::min(p.A, (g + 1) * kStripRows);
-  for (i64 j0 = 0; j0 < p.W; j0 += S) {
-    for (i64 r = g * kStripRows; r < r1; ++r) f(r, j0, std::min(S, p.W - j0));
-  }
+// do not fit L1 (S < W): f(r, j0, w) for each row and strip, groups on nt threads, then end().
+template <class F, class End>
+inline void for_row_strips(const Plan& p, i64 S, int nt, F&& f, End&& end) {
+  parallel_for((p.A + kStripRows - 1) / kStripRows, nt,
+               [&](i64 g) {
+                 const i64 r1 = std::min(p.A, (g + 1) * kStripRows);
+                 for (i64 j0 = 0; j0 < p.W; j0 += S) {
+                   for (i64 r = g * kStripRows; r < r1; ++r) f(r, j0, std::min(S, p.W - j0));
+                 }
+               },
+               end);
 }
 
 // ---- statistics -------------------------------------------------------------------------
@@ -479,21 +483,19 @@ void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, c
     };
     if (const i64 S = strip_lanes<T>(W, 3); S < W) {
       const i64 pf = W * static_cast<i64>(sizeof(T));  // the next row's strip
-      parallel_for((p.A + kStripRows - 1) / kStripRows, nt,
-                   [&](i64 g) {
-                     for_row_strips(p, S, g, [&](i64 r, i64 j0, i64 w) {
-                       const T* xr = x + r * W + j0;
-                       T* yr = y + r * W + j0;
-                       const T *m = &cm[j0], *sc = &cs[j0], *sh = &cb[j0];
-                       for_lanes_out<T>(w, stream, [&](i64 j, int k, bool s) {
-                         prefetch_ahead(xr + j, pf);
-                         st_out(yr + j,
-                                fmadd(ld(xr + j, k) - ld(m + j, k), ld(sc + j, k), ld(sh + j, k)),
-                                k, s);
-                       });
-                     });
-                   },
-                   end);
+      for_row_strips(
+          p, S, nt,
+          [&](i64 r, i64 j0, i64 w) {
+            const T* xr = x + r * W + j0;
+            T* yr = y + r * W + j0;
+            const T *m = &cm[j0], *sc = &cs[j0], *sh = &cb[j0];
+            for_lanes_out<T>(w, stream, [&](i64 j, int k, bool s) {
+              prefetch_ahead(xr + j, pf);
+              st_out(yr + j, fmadd(ld(xr + j, k) - ld(m + j, k), ld(sc + j, k), ld(sh + j, k)), k,
+                     s);
+            });
+          },
+          end);
       return;
     }
     parallel_for(
@@ -844,23 +846,21 @@ void backward(const BnBackwardArgs<T>& a) {
     };
     if (const i64 S = strip_lanes<T>(W, 4); S < W) {
       const i64 pf = W * static_cast<i64>(sizeof(T));  // the next row's strip
-      parallel_for((p.A + kStripRows - 1) / kStripRows, nt,
-                   [&](i64 g) {
-                     for_row_strips(p, S, g, [&](i64 r, i64 j0, i64 w) {
-                       const T* xr = a.x + r * W + j0;
-                       const T* dr = a.dy + r * W + j0;
-                       T* out = a.dx + r * W + j0;
-                       const T *m = &wm[j0], *ck = &wk[j0], *cc1 = &w1[j0], *cc0 = &w0[j0];
-                       for_lanes_out<T>(w, stream, [&](i64 j, int n, bool s) {
-                         prefetch_ahead(xr + j, pf);
-                         prefetch_ahead(dr + j, pf);
-                         const V t = fmadd(ld(dr + j, n), ld(ck + j, n), ld(cc0 + j, n));
-                         st_out(out + j, fmadd(ld(xr + j, n) - ld(m + j, n), ld(cc1 + j, n), t), n,
-                                s);
-                       });
-                     });
-                   },
-                   end);
+      for_row_strips(
+          p, S, nt,
+          [&](i64 r, i64 j0, i64 w) {
+            const T* xr = a.x + r * W + j0;
+            const T* dr = a.dy + r * W + j0;
+            T* out = a.dx + r * W + j0;
+            const T *m = &wm[j0], *ck = &wk[j0], *cc1 = &w1[j0], *cc0 = &w0[j0];
+            for_lanes_out<T>(w, stream, [&](i64 j, int n, bool s) {
+              prefetch_ahead(xr + j, pf);
+              prefetch_ahead(dr + j, pf);
+              const V t = fmadd(ld(dr + j, n), ld(ck + j, n), ld(cc0 + j, n));
+              st_out(out + j, fmadd(ld(xr + j, n) - ld(m + j, n), ld(cc1 + j, n), t), n, s);
+            });
+          },
+          end);
       return;
     }
     parallel_for(
