@@ -154,7 +154,15 @@ Plan make_plan(Shape3 s) {
 // Per-lane copy of a per-channel array for the rows traversal: lane c * B + b gets v[c].
 template <class T>
 inline void expand(const Plan& p, const T* v, T* lanes) {
-  for (i64 c = 0; c < p.C; ++c) std::fill(lanes + c * p.B, lanes + (c + 1) * p.B, v[c]);
+  // (N, C) rows are the common case: a copy (a fill of one value per channel ran at ~6 ns a
+  // channel, 60% of a small eval call).
+  if (p.B == 1) {
+    std::copy(v, v + p.C, lanes);
+    return;
+  }
+  for (i64 c = 0; c < p.C; ++c) {
+    for (i64 b = 0; b < p.B; ++b) lanes[c * p.B + b] = v[c];
+  }
 }
 
 template <class T>
