@@ -242,6 +242,87 @@ def test_batchnorm_no_grad_and_inference_mode(gen):
         close(new(x), ref(x))
 
 
+def test_batchnorm_cached_views_follow_every_change(gen):
+    """The modules keep NumPy views of their parameters and running statistics between calls;
+    every change that makes them stale must be seen, and every call still match PyTorch's."""
+    ref, new = bn_pair(torch.nn.BatchNorm1d, 6, torch.float64, gen)
+    base = torch.rand(12, dtype=torch.float64, generator=gen) + 0.5
+    big = [base, base.clone()]  # ref's and new's
+
+    def new_memory(m):  # the same Parameter over new storage
+        m.weight.data = m.weight.data * 2
+
+    def new_parameter(m):
+        m.bias = torch.nn.Parameter(m.bias.detach() + 1)
+
+    def in_place(m):  # the same memory, new values
+        with torch.no_grad():
+            m.running_var.mul_(3)
+
+    def view_of_larger(m):
+        m.weight.data = big[m is new][:6]
+
+    def strided_same_pointer(m):  # same data_ptr as before, every other element
+        m.weight.data = big[m is new][::2]
+
+    def to_float(m):  # (after float64: float32 results agree to float32's precision)
+        m.float()
+
+    changes = {2: new_memory, 4: new_parameter, 5: in_place, 6: view_of_larger}
+    changes.update({7: strided_same_pointer, 8: view_of_larger, 9: to_float})
+    for step in range(11):
+        if step in changes:
+            for m in (ref, new):
+                changes[step](m)
+        training = step % 3 != 2
+        ref.train(training)
+        new.train(training)
+        x = torch.randn(5, 6, dtype=ref.weight.dtype, generator=gen)
+        g = torch.randn(5, 6, dtype=ref.weight.dtype, generator=gen)
+        with warnings.catch_warnings():
+            if step == 7:  # a strided weight: PyTorch's function runs
+                warnings.simplefilter("ignore", FallbackWarning)
+            (y0, dx0), (y1, dx1) = run_both(ref, new, x, g)
+            with torch.no_grad():  # the path without autograd's Function
+                y2 = new(x)
+            y3 = ref(x)
+        msg = f"step {step}"
+        close(y1, y0, msg=msg)
+        close(y2, y3, msg=msg)
+        close(dx1, dx0, ulps=256, scale=float(dx0.abs().max()) + 1, msg=msg)
+        check_bn_state(ref, new, msg)
+        ref.zero_grad()
+        new.zero_grad()
+    match = "float32 while the input is torch.float64"
+    with pytest.warns(FallbackWarning, match=match), pytest.raises(RuntimeError, match="mixed"):
+        new(torch.randn(5, 6, dtype=torch.float64, generator=gen))  # PyTorch's answer
+    copied = copy.deepcopy(new)  # the views are of this module's memory, not for copies
+    assert "_bnfast_params" in vars(new) and "_bnfast_params" not in vars(copied)
+    x = torch.randn(5, 6, generator=gen)
+    close(copied(x), ref(x))
+
+
+def test_batchnorm_grad_of_parameters_only(gen):
+    """An input without grad still runs autograd's Function when the affine parameters need
+    gradients; with none needing them (frozen layer) no graph is recorded."""
+    ref, new = bn_pair(torch.nn.BatchNorm2d, 3, torch.float32, gen)
+    x = torch.randn(4, 3, 2, 2, generator=gen)
+    g = torch.randn(4, 3, 2, 2, generator=gen)
+    for frozen in ("bias", "weight"):
+        for m in (ref, new):
+            m.requires_grad_(True)
+            getattr(m, frozen).requires_grad_(False)
+            m(x).backward(g)
+        check_bn_state(ref, new, f"{frozen} frozen")
+        ref.zero_grad()
+        new.zero_grad()
+    for m in (ref, new):
+        m.requires_grad_(False)
+    y = new(x)
+    assert y.grad_fn is None and not y.requires_grad
+    close(y, ref(x))
+
+
 def test_batchnorm_retain_graph(gen):
     m = bt.nn.BatchNorm1d(3)
     x = torch.randn(5, 3, generator=gen, requires_grad=True)
