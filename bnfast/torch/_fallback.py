@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -87,9 +88,6 @@ def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tens
     the kernel for huge pages on big buffers and PyTorch's CPU allocator does not, and a fresh
     32 MiB output then costs ~3x less in page faults.
     """
-    n = 1
-    for d in shape:
-        n *= d
-    if n * (4 if dtype == torch.float32 else 8) < _BIG:
+    if math.prod(shape) * (4 if dtype == torch.float32 else 8) < _BIG:
         return torch.empty(shape, dtype=dtype)
     return torch.from_numpy(aligned_empty(tuple(shape), _NP_DTYPES[dtype]))

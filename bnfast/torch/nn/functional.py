@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-import bnfast
 from bnfast import _core
+from bnfast.functional import _reduction
 from bnfast.torch._fallback import as_numpy, empty, tensor_reason, tracing_reason, warn_fallback
 
 __all__ = ["batch_norm", "cross_entropy"]
@@ -278,15 +278,16 @@ class _CrossEntropyFn(torch.autograd.Function):
     def forward(ctx, x, target, weight, ignore_index, reduction, label_smoothing):  # type: ignore[override]
         axis = 1 if x.dim() > 1 else 0
         grad = empty(x.shape, x.dtype)
-        loss, _ = bnfast.softmax_cross_entropy(
+        loss, _ = _core.softmax_xent(  # the arguments are checked (_ce_reason)
             as_numpy(x),
             as_numpy(target),
+            axis,
             as_numpy(weight),
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-            axis=axis,
-            out=as_numpy(grad),
+            ignore_index,
+            _reduction(reduction),
+            label_smoothing,
+            None,
+            grad.numpy(),
         )
         ctx.save_for_backward(grad)
         ctx.axis = axis
