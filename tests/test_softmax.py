@@ -159,6 +159,24 @@ def test_xent_sizes(isa, dtype, rng, k):
     _check_xent(x, _targets(rng, 37, k), dtype)
 
 
+@pytest.mark.parametrize("tdtype", [np.int64, np.int32])
+@pytest.mark.parametrize(
+    "ignore", [-100, 3, 2**40, -(2**31)], ids=["-100", "class3", "2^40", "int32min"]
+)
+def test_xent_ignore_index_values(isa, dtype, rng, tdtype, ignore):
+    """Rows whose target equals ignore_index (any int64, a valid class too) drop out, in full
+    vector groups and in tails, for int64 and int32 targets; other targets are range-checked."""
+    n, k = 53, 10
+    x = (rng.standard_normal((n, k)) * 3).astype(dtype)
+    t = rng.integers(0, k, n)
+    if np.iinfo(tdtype).min <= ignore <= np.iinfo(tdtype).max:
+        t[rng.choice(n, 9, replace=False)] = ignore
+    _check_xent(x, t.astype(tdtype), dtype, ignore_index=ignore)
+    t[37] = k
+    with pytest.raises(IndexError, match=r"target\[37\] = 10 is out of range"):
+        bnfast.softmax_cross_entropy(x, t.astype(tdtype), ignore_index=ignore)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("weighted", [False, True], ids=["w0", "w1"])
 @pytest.mark.parametrize("smoothing", [0.0, 0.25])

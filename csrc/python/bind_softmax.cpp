@@ -75,16 +75,16 @@ std::string index_str(i64 flat, const std::vector<i64>& shape) {
 template <class T, class Y>
 double check_targets(const Y* t, i64 rows, i64 K, i64 ignore, const T* w,
                      const std::vector<i64>& shape) {
-  // One branch-free pass (it vectorizes); the first bad row is looked for only on error.
-  i64 ignored = 0;
-  bool any_bad = false;
-  for (i64 r = 0; r < rows; ++r) {
-    const i64 y = static_cast<i64>(t[r]);
-    const bool ign = y == ignore;
-    ignored += ign;
-    any_bad |= !ign && static_cast<std::uint64_t>(y) >= static_cast<std::uint64_t>(K);
+  // One vectorized pass in the active ISA; the first bad row is looked for only on error.
+  const SoftmaxKernels& ks = softmax_kernels_active();
+  TargetCheck c;
+  if constexpr (std::is_same<Y, std::int32_t>::value) {
+    c = ks.check_i32(t, rows, K, ignore);
+  } else {
+    c = ks.check_i64(t, rows, K, ignore);
   }
-  if (any_bad) {
+  const i64 ignored = c.ignored;
+  if (c.any_bad) {
     i64 bad = 0;
     while (static_cast<i64>(t[bad]) == ignore ||
            static_cast<std::uint64_t>(t[bad]) < static_cast<std::uint64_t>(K)) {

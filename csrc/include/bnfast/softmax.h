@@ -101,9 +101,20 @@ struct SoftmaxFns {
   void (*log)(const T* x, T* y, std::int64_t n);
 };
 
+// Class targets of `rows` rows: how many equal `ignore`, and whether any other lies outside
+// [0, K) (then the caller looks for the first one).
+struct TargetCheck {
+  std::int64_t ignored;
+  bool any_bad;
+};
+
 struct SoftmaxKernels {
   SoftmaxFns<float> f32;
   SoftmaxFns<double> f64;
+  TargetCheck (*check_i32)(const std::int32_t* t, std::int64_t rows, std::int64_t K,
+                           std::int64_t ignore);
+  TargetCheck (*check_i64)(const std::int64_t* t, std::int64_t rows, std::int64_t K,
+                           std::int64_t ignore);
 };
 
 BNFAST_DECLARE_KERNELS(SoftmaxKernels, softmax_kernels)
