@@ -231,15 +231,21 @@ def test_batchnorm_errors_like_torch():
         bt.functional.batch_norm(torch.randn(4, 3), None, None)  # eval without statistics
 
 
-def test_batchnorm_no_grad_and_inference_mode(gen):
+@pytest.mark.parametrize("fmt", [None, torch.channels_last], ids=["contig", "channels_last"])
+def test_batchnorm_no_grad_and_inference_mode(fmt, gen):
+    """Without anything to differentiate the kernels run without autograd's Function; the
+    output is the same, in the input's memory format, with the running statistics updated."""
     ref, new = bn_pair(torch.nn.BatchNorm2d, 3, torch.float32, gen)
-    x = torch.randn(2, 3, 4, 4, generator=gen)
-    with torch.no_grad():
-        close(new(x), ref(x))
-    ref.eval()
-    new.eval()
-    with torch.inference_mode():
-        close(new(x), ref(x))
+    x = layout(torch.randn(2, 3, 4, 5, generator=gen), fmt)
+    for mode in (torch.no_grad, torch.inference_mode):
+        for training in (True, False):
+            ref.train(training)
+            new.train(training)
+            with mode():
+                y0, y1 = ref(x), new(x)
+            close(y1, y0)
+            assert y1.stride() == y0.stride() and y1.grad_fn is None
+            check_bn_state(ref, new)
 
 
 def test_batchnorm_cached_views_follow_every_change(gen):
