@@ -1,4 +1,5 @@
 // CPU detection, the BNFAST_ISA override and the thread count.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -144,7 +145,20 @@ void set_num_threads(int n) {
   g_threads.store(n, std::memory_order_relaxed);
 }
 
-std::int64_t parallel_min_bytes() { return g_parallel_min_bytes.load(std::memory_order_relaxed); }
+namespace {
+thread_local std::int64_t t_parallel_min_bytes = -1;  // -1: the process-wide setting
+}  // namespace
+
+std::int64_t parallel_min_bytes() {
+  const std::int64_t g = g_parallel_min_bytes.load(std::memory_order_relaxed);
+  return t_parallel_min_bytes >= 0 ? std::min(t_parallel_min_bytes, g) : g;
+}
+
+std::int64_t swap_thread_parallel_min_bytes(std::int64_t bytes) {
+  const std::int64_t old = t_parallel_min_bytes;
+  t_parallel_min_bytes = bytes < 0 ? -1 : bytes;
+  return old;
+}
 
 void set_parallel_min_bytes(std::int64_t bytes) {
   g_parallel_min_bytes.store(bytes < 0 ? 0 : bytes, std::memory_order_relaxed);

@@ -8,6 +8,7 @@ OpenMP pool and bnfast's otherwise fight over the cores and slow the file down a
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import subprocess
 import sys
@@ -20,6 +21,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 import bnfast.torch as bt  # noqa: E402
+from bnfast import _core  # noqa: E402
 from bnfast.testing import assert_close  # noqa: E402
 from bnfast.torch import FallbackWarning, _fallback  # noqa: E402
 
@@ -246,6 +248,27 @@ def test_batchnorm_no_grad_and_inference_mode(fmt, gen):
             close(y1, y0)
             assert y1.stride() == y0.stride() and y1.grad_fn is None
             check_bn_state(ref, new)
+
+
+def test_torch_threads_lowers_the_rule_on_this_thread_only():
+    """bnfast.torch runs its kernels with threads from 512 KiB moved, on the calling thread
+    only, restored on the way out (exceptions and nesting too); a lower process setting wins."""
+    base = _core.get_parallel_min_bytes()
+    low = _fallback.torch_threads.MIN_BYTES
+    try:
+        for process in (4 << 20, 0):
+            _core.set_parallel_min_bytes(process)
+            with _fallback.torch_threads():
+                assert _core.get_parallel_min_bytes() == min(process, low)
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    assert pool.submit(_core.get_parallel_min_bytes).result() == process
+                with pytest.raises(ZeroDivisionError), _fallback.torch_threads():
+                    _ = 1 / 0
+                assert _core.get_parallel_min_bytes() == min(process, low)
+            assert _core.get_parallel_min_bytes() == process
+        assert _core.swap_thread_parallel_min_bytes(-5) == -1  # no override was left behind
+    finally:
+        _core.set_parallel_min_bytes(base)
 
 
 def test_batchnorm_cached_views_follow_every_change(gen):

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from bnfast import _core
-from bnfast.torch._fallback import tensor_reason, warn_fallback
+from bnfast.torch._fallback import tensor_reason, torch_threads, warn_fallback
 
 try:
     from torch.optim.optimizer import _get_scalar_dtype
@@ -135,7 +135,8 @@ class _Fused:
             try:
                 reason = _group_reason(group)
                 if reason is None:
-                    self._step_group(group)
+                    with torch_threads():
+                        self._step_group(group)
             except _Unservable as exc:
                 reason = str(exc)
             if reason is not None:

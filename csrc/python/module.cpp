@@ -85,6 +85,7 @@ PYBIND11_MODULE(_core, m) {
       py::arg("n"));
   m.def("get_parallel_min_bytes", &parallel_min_bytes);
   m.def("set_parallel_min_bytes", &set_parallel_min_bytes, py::arg("bytes"));
+  m.def("swap_thread_parallel_min_bytes", &swap_thread_parallel_min_bytes, py::arg("bytes"));
   m.def("empty_kernel_slots", [] {
     py::list r;
     find_empty(r, "batchnorm", &batchnorm_kernels_of);

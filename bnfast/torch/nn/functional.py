@@ -15,7 +15,14 @@ from torch.autograd.function import once_differentiable
 
 from bnfast import _core
 from bnfast.functional import _reduction
-from bnfast.torch._fallback import as_numpy, empty, tensor_reason, tracing_reason, warn_fallback
+from bnfast.torch._fallback import (
+    as_numpy,
+    empty,
+    tensor_reason,
+    torch_threads,
+    tracing_reason,
+    warn_fallback,
+)
 
 __all__ = ["batch_norm", "cross_entropy"]
 
@@ -94,10 +101,11 @@ def _bn_forward(xv, axis, arrays, training, momentum, eps):  # type: ignore[no-u
     buf = empty(xv.shape, xv.dtype)
     xn, out = as_numpy(xv), buf.numpy()
     w, b, rm, rv = arrays
-    if training:
-        _, mean, invstd = _core.batchnorm_fwd_train(xn, axis, w, b, rm, rv, momentum, eps, out)
-    else:
-        _, mean, invstd = _core.batchnorm_fwd_eval(xn, axis, w, b, rm, rv, eps, out)
+    with torch_threads():
+        if training:
+            _, mean, invstd = _core.batchnorm_fwd_train(xn, axis, w, b, rm, rv, momentum, eps, out)
+        else:
+            _, mean, invstd = _core.batchnorm_fwd_eval(xn, axis, w, b, rm, rv, eps, out)
     return (buf if axis == 1 else buf.movedim(-1, 1)), mean, invstd, xn
 
 
@@ -135,9 +143,10 @@ class _BatchNormFn(torch.autograd.Function):
         else:
             xn, wn = arrays
             buf = empty(dyv.shape, x.dtype)
-            _, dw_np, db_np = _core.batchnorm_backward(
-                as_numpy(dyv), xn, axis, mean, invstd, wn, ctx.training, buf.numpy()
-            )
+            with torch_threads():
+                _, dw_np, db_np = _core.batchnorm_backward(
+                    as_numpy(dyv), xn, axis, mean, invstd, wn, ctx.training, buf.numpy()
+                )
             dx = buf if axis == 1 else buf.movedim(-1, 1)
             dw, db = torch.from_numpy(dw_np), torch.from_numpy(db_np)
         if weight is None:
@@ -278,17 +287,18 @@ class _CrossEntropyFn(torch.autograd.Function):
     def forward(ctx, x, target, weight, ignore_index, reduction, label_smoothing):  # type: ignore[override]
         axis = 1 if x.dim() > 1 else 0
         grad = empty(x.shape, x.dtype)
-        loss, _ = _core.softmax_xent(  # the arguments are checked (_ce_reason)
-            as_numpy(x),
-            as_numpy(target),
-            axis,
-            as_numpy(weight),
-            ignore_index,
-            _reduction(reduction),
-            label_smoothing,
-            None,
-            grad.numpy(),
-        )
+        with torch_threads():
+            loss, _ = _core.softmax_xent(  # the arguments are checked (_ce_reason)
+                as_numpy(x),
+                as_numpy(target),
+                axis,
+                as_numpy(weight),
+                ignore_index,
+                _reduction(reduction),
+                label_smoothing,
+                None,
+                grad.numpy(),
+            )
         ctx.save_for_backward(grad)
         ctx.axis = axis
         return torch.from_numpy(loss)

@@ -34,11 +34,17 @@ void set_num_threads(int n);
 
 // Below this many bytes moved a kernel runs on one thread (default kParallelMinBytes). Between
 // kernels (a training step spends most of its time in BLAS) OpenMP's workers fall asleep, and
-// waking them costs tens of microseconds, more on a loaded machine: only kernels of ~100 us and
-// up gain from threads. Tests lower it to run small inputs threaded.
+// waking them costs tens of microseconds, more on a loaded machine; NumPy's OpenBLAS threads
+// even spin on the cores for a while after each product (a 2-thread (256, 1024) backward right
+// after one took 2.5 ms instead of 0.1): only kernels of ~100 us and up gain from threads.
+// Tests lower it to run small inputs threaded.
 constexpr std::int64_t kParallelMinBytes = 4 << 20;
 std::int64_t parallel_min_bytes();
 void set_parallel_min_bytes(std::int64_t bytes);
+// Lowers the setting for kernels called from this thread (bytes < 0: back to the process
+// setting) and returns the previous override (-1 if none). bnfast.torch uses it: in a PyTorch
+// process both libraries share one OpenMP pool, which PyTorch's own ops keep awake.
+std::int64_t swap_thread_parallel_min_bytes(std::int64_t bytes);
 
 // The thread count for a parallel region (notes that the OpenMP pool is in use: see fork_safe).
 int parallel_threads();
