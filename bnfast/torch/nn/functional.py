@@ -71,26 +71,27 @@ class _ParamCache:
 
     Reused while the same tensors keep their memory, dtype and layout: the check costs ~0.4 µs
     a tensor, where validating and converting anew cost ~3 µs, an eighth of a cache-resident
-    (256, 1024) evaluation. The tensors are held, so the ids in the key stay theirs.
+    (256, 1024) evaluation. The tensors are held, so the ids in the key stay theirs. One entry,
+    replaced whole, so a module called from two threads never pairs a key with other views.
     """
 
-    __slots__ = ("arrays", "dtype", "key", "tensors")
+    __slots__ = ("entry",)
 
     def __init__(self) -> None:
-        self.key: tuple | None = None
+        self.entry: tuple[tuple, torch.dtype, tuple, tuple] | None = None
 
     def lookup(self, params: tuple[Tensor | None, ...], dtype: torch.dtype) -> tuple | None:
-        if self.key is None or dtype != self.dtype:
+        entry = self.entry
+        if entry is None or dtype != entry[1]:
             return None
         try:
             key = tuple(map(_param_key, params))
         except RuntimeError:
             return None
-        return self.arrays if key == self.key else None
+        return entry[3] if key == entry[0] else None
 
     def store(self, params: tuple[Tensor | None, ...], dtype: torch.dtype, arrays: tuple) -> None:
-        self.key = tuple(map(_param_key, params))
-        self.tensors, self.dtype, self.arrays = params, dtype, arrays
+        self.entry = (tuple(map(_param_key, params)), dtype, params, arrays)
 
 
 def _bn_forward(xv, axis, arrays, training, momentum, eps):  # type: ignore[no-untyped-def]
