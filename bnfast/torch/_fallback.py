@@ -82,8 +82,8 @@ class torch_threads:  # lower case: used like a function, ``with torch_threads()
     In a PyTorch process both libraries share one OpenMP pool, and PyTorch's ops keep its
     workers awake, so bnfast's kernels gain from threads at sizes where a NumPy-driven loop
     would not (there OpenBLAS's threads spin between calls; see ``bnfast.set_num_threads``).
-    A (256, 1024) evaluation after a ReLU, 2 threads: 88 µs a step with the process-wide
-    4 MiB rule, 63 µs with this one (PyTorch 69 µs). A lower process-wide setting still wins.
+    A (256, 1024) evaluation after a ReLU, 2 threads: 88-96 µs a step with the process-wide
+    4 MiB rule, 60-68 µs with this one (PyTorch 69 µs). A lower process-wide setting wins.
     """
 
     __slots__ = ("old",)
