@@ -155,6 +155,11 @@ def vmath_log(x: np.ndarray) -> np.ndarray:
     """The kernels' vectorized log (vmath.h) elementwise, for measuring its error."""
 
 # ---- speed-of-light kernels (membench) ----
-def membench(
-    reads: Sequence[np.ndarray], writes: Sequence[np.ndarray], mode: str
-) -> float | None: ...
+def membench(reads: Sequence[np.ndarray], writes: Sequence[np.ndarray], mode: str) -> float | None:
+    """One pass of a trivial kernel over the arrays (csrc/include/bnfast/membench.h).
+
+    ``mode``: ``"read"`` (returns the sum of ``reads``), ``"write"`` / ``"write_nt"`` (each of
+    ``writes`` gets the elementwise sum of ``reads``, plain or non-temporal stores),
+    ``"update"`` (adds it to each of ``writes`` in place) or ``"exp"`` (writes its exp: a
+    compute floor).
+    """

@@ -33,6 +33,11 @@ Its speed of light is the sum of the membench passes with the same pattern: e.g.
 (8192, 1024) is "read 1 array" + "read 1, write 1 fresh"; a fresh output takes the faster of
 plain and non-temporal stores; an optimizer over 100 tensors is measured against one
 contiguous array of the same total size.
+
+Cross-entropy also gets a *compute floor*: membench's ``exp`` pass, which reads the logits and
+writes their exp with bnfast's vectorized exp and nothing else, measured in the same rounds.
+Any softmax computes one exp per logit, so where the floor is slower than the speed of light
+(few classes), the kernel is bound by arithmetic, not by memory.
 """
 
 from __future__ import annotations
@@ -73,7 +78,8 @@ class Pass:
     """One membench pass: ``k`` arrays read, ``m`` written (``mode``) over ``n`` elements.
 
     ``mode`` is ``"read"``, ``"write"`` (fresh outputs: the faster of plain and non-temporal
-    stores) or ``"update"`` (in place).
+    stores), ``"update"`` (in place) or ``"exp"`` (fresh outputs holding the exp of the input,
+    a compute floor).
     """
 
     k: int
@@ -84,7 +90,9 @@ class Pass:
 
     @property
     def label(self) -> str:
-        what = {"read": "", "write": f"w{self.m}", "update": f"u{self.m}"}[self.mode]
+        what = {"read": "", "write": f"w{self.m}", "update": f"u{self.m}", "exp": f"w{self.m} exp"}[
+            self.mode
+        ]
         dt = "" if self.dtype == "float32" else f" {self.dtype}"
         return f"r{self.k}{what}{dt}"
 
@@ -118,6 +126,7 @@ class Case:
     passes: tuple[Pass, ...]
     build: Callable[[], dict[str, Impl]]
     large: bool = False
+    floor: tuple[Pass, ...] = ()  # compute floor (see the module docstring), if any
 
     @property
     def pattern(self) -> str:
@@ -298,7 +307,8 @@ def _xent_case(rows: int, classes: int, large: bool) -> Case:
             impls["torch"] = Impl(step, variant="F.cross_entropy + backward")
         return impls
 
-    return Case("softmax_xent", f"{rows}x{classes}", nbytes, formula, passes, build, large)
+    floor = (Pass(1, 1, "exp", n),)
+    return Case("softmax_xent", f"{rows}x{classes}", nbytes, formula, passes, build, large, floor)
 
 
 # Optimizers -------------------------------------------------------------------------------------
@@ -469,7 +479,7 @@ class _MemPool:
                 del self.arrays[key]
 
 
-def _sol_items(passes: Sequence[Pass], pool: _MemPool) -> dict[str, Impl]:
+def _sol_items(passes: Sequence[Pass], pool: _MemPool, tag: str = "sol") -> dict[str, Impl]:
     """Timed membench items for the passes: a fresh-output pass as plain and as NT stores."""
     isa = bnfast.available_isas()[-1]
     items: dict[str, Impl] = {}
@@ -482,16 +492,16 @@ def _sol_items(passes: Sequence[Pass], pool: _MemPool) -> dict[str, Impl]:
             def fn(reads=reads, writes=writes, mode=mode) -> object:
                 return _core.membench(reads, writes, mode)
 
-            items[f"sol:{p.label}:{mode}"] = Impl(fn, isa, mode)
+            items[f"{tag}:{p.label}:{mode}"] = Impl(fn, isa, mode)
     return items
 
 
-def _sol_time(passes: Sequence[Pass], med: dict[str, float]) -> tuple[float, str]:
+def _sol_time(passes: Sequence[Pass], med: dict[str, float], tag: str = "sol") -> tuple[float, str]:
     total, how = 0.0, []
     for p in passes:
         modes = ["write", "write_nt"] if p.mode == "write" else [p.mode]
-        best = min(modes, key=lambda m: med[f"sol:{p.label}:{m}"])
-        total += med[f"sol:{p.label}:{best}"]
+        best = min(modes, key=lambda m: med[f"{tag}:{p.label}:{m}"])
+        total += med[f"{tag}:{p.label}:{best}"]
         how.append(f"{p.label}{' nt' if best == 'write_nt' else ''}")
     return total, " + ".join(how)
 
@@ -660,8 +670,9 @@ def run(
                 skipped.append(case.kernel)
             if not built:
                 continue
-            pool.keep_only({(p.n, p.dtype) for p in case.passes})
+            pool.keep_only({(p.n, p.dtype) for p in case.passes + case.floor})
             sol = _sol_items(case.passes, pool)
+            sol.update(_sol_items(case.floor, pool, "floor"))
             for nt in threads:
                 _set_threads(nt)
                 samples = _interleaved({**built, **sol}, rounds, min_sample)
@@ -673,6 +684,12 @@ def run(
                     _sol_time(case.passes, {k: v[i] for k, v in samples.items()})[0]
                     for i in range(rounds)
                 ]
+                floor_t = _sol_time(case.floor, med, "floor")[0] if case.floor else None
+                floor_rounds = [
+                    _sol_time(case.floor, {k: v[i] for k, v in samples.items()}, "floor")[0]
+                    for i in range(rounds)
+                    if case.floor
+                ]
                 base = {
                     "kernel": case.kernel,
                     "shape": case.shape,
@@ -681,6 +698,7 @@ def run(
                     "bytes": case.nbytes,
                     "bytes_formula": case.formula,
                     "sol_pattern": case.pattern,
+                    "floor_pattern": " + ".join(p.label for p in case.floor) or None,
                     "large": case.large,
                 }
 
@@ -702,6 +720,8 @@ def run(
                             "gbps": case.nbytes / t / 1e9,
                             "sol_s": sol_t,
                             "sol_share": ratio(sol_rounds, raw),
+                            "floor_s": floor_t,
+                            "floor_share": ratio(floor_rounds, raw),
                             "vs_numpy": ratio(samples.get("numpy"), raw),
                             "vs_torch": ratio(samples.get("torch"), raw),
                         }
@@ -819,18 +839,27 @@ def _case_line(rows: list[dict[str, Any]], case: Case, nt: int) -> str:
     return f"{case.kernel} {case.shape} t={nt}: " + ", ".join(parts)
 
 
+def _groups(result: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, dict[str, Any]]]:
+    """Rows by (kernel, shape, threads), then by implementation."""
+    groups: dict[tuple[str, str, int], dict[str, dict[str, Any]]] = {}
+    for r in result["rows"]:
+        groups.setdefault((r["kernel"], r["shape"], r["threads"]), {})[r["impl"]] = r
+    return groups
+
+
+def _best(g: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    mine = [r for k, r in g.items() if k.startswith("bnfast-")]
+    return min(mine, key=lambda r: r["median_s"]) if mine else None
+
+
 def _compact_lines(result: dict[str, Any]) -> list[str]:
     """One line per case and thread count: the fastest bnfast ISA beside SOL, NumPy, PyTorch."""
     head = ("| kernel | shape | thr | SOL | bnfast (best ISA) | GB/s | % SOL | NumPy | PyTorch "
             "| vs NumPy | vs PyTorch |")  # fmt: skip
     lines = [head, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    groups: dict[tuple[str, str, int], dict[str, dict[str, Any]]] = {}
-    for r in result["rows"]:
-        groups.setdefault((r["kernel"], r["shape"], r["threads"]), {})[r["impl"]] = r
-    for (kernel, shape, nt), g in groups.items():
+    for (kernel, shape, nt), g in _groups(result).items():
         sol = g["speed-of-light"]
-        mine = [r for k, r in g.items() if k.startswith("bnfast-")]
-        best = min(mine, key=lambda r: r["median_s"]) if mine else None
+        best = _best(g)
         np_r, t_r = g.get("numpy"), g.get("torch")
 
         def t(r: dict[str, Any] | None) -> str:
@@ -848,6 +877,30 @@ def _compact_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _floor_lines(result: dict[str, Any]) -> list[str]:
+    """The cases with a compute floor: SOL, floor and the fastest bnfast ISA."""
+    lines = []
+    for (kernel, shape, nt), g in _groups(result).items():
+        best = _best(g)
+        if best is None or best.get("floor_s") is None:
+            continue
+        sol = g["speed-of-light"]["median_s"]
+        lines.append(f"| {kernel} | {shape} | {nt} | {_fmt_time(sol)} | "
+                     f"{_fmt_time(best['floor_s'])} ({best['floor_pattern']}) | "
+                     f"{_fmt_time(best['median_s'])} | {100 * best['sol_share']:.0f} | "
+                     f"{100 * best['floor_share']:.0f} |")  # fmt: skip
+    if not lines:
+        return []
+    return [
+        "",
+        "Compute floor (bnfast's exp of every logit and nothing else; % = floor / bnfast):",
+        "",
+        "| kernel | shape | thr | SOL | compute floor | bnfast | % SOL | % floor |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
+        *lines,
+    ]
+
+
 def format_table(result: dict[str, Any], all_rows: bool = False) -> str:
     """A Markdown table (one line per case and thread count, or every row with ``all_rows``),
     then the byte formulas and the per-call overheads."""
@@ -862,6 +915,7 @@ def format_table(result: dict[str, Any], all_rows: bool = False) -> str:
             f"{_fmt_time(r['median_s'])} | {r['gbps']:.1f} | {100 * r['sol_share']:.0f} | "
             f"{_fmt_ratio(r['vs_numpy'])} | {_fmt_ratio(r['vs_torch'])} |"
         )
+    lines += _floor_lines(result)
     formulas: dict[str, str] = {}
     for r in result["rows"]:
         formulas.setdefault(f"{r['kernel']} {r['shape']}", f"{r['bytes_formula']} "

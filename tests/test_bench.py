@@ -14,6 +14,7 @@ from bnfast.cli import main
 ROW_FIELDS = {
     "kernel", "shape", "dtype", "threads", "impl", "variant", "median_s", "samples_s", "bytes",
     "bytes_formula", "gbps", "sol_s", "sol_share", "sol_pattern", "vs_numpy", "vs_torch", "large",
+    "floor_s", "floor_share", "floor_pattern",
 }  # fmt: skip
 
 
@@ -44,6 +45,13 @@ def test_quick_cli_json(tmp_path, capsys, threads):
                 assert (kernel, nt, f"bnfast-{isa}") in seen
     sol = [r for r in rows if r["impl"] == "speed-of-light"]
     assert all(r["sol_share"] == pytest.approx(1.0) for r in sol)
+    # cross-entropy alone has a compute floor: exp of every logit, timed in the same rounds
+    for r in rows:
+        if r["kernel"] == "softmax_xent":
+            assert r["floor_pattern"] == "r1w1 exp" and r["floor_s"] > 0 and r["floor_share"] > 0
+        else:
+            assert r["floor_pattern"] is None and r["floor_s"] is None and r["floor_share"] is None
+    assert "| kernel | shape | thr | SOL | compute floor | bnfast | % SOL | % floor |" in table
     numpy_rows = [r for r in rows if r["impl"] == "numpy"]
     assert all(r["vs_numpy"] == pytest.approx(1.0) for r in numpy_rows)
     assert {o["binding"] for o in result["overhead"]} >= {"_core.batchnorm_fwd_train"}

@@ -59,6 +59,19 @@ def test_update(isa, dtype, rng, n, k, m):
         np.testing.assert_array_equal(o, b + s)
 
 
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize(("k", "m"), [(0, 1), (1, 1), (2, 1), (1, 2), (4, 3)])
+def test_exp(isa, dtype, rng, n, k, m):
+    ins = [(a - 0.5) * 40 for a in _inputs(rng, k, n, dtype)]
+    outs = [aligned_empty((n,), dtype) for _ in range(m)]
+    for o in outs:
+        o[...] = np.nan
+    assert _core.membench(ins, outs, "exp") is None
+    want = np.exp(_sum(ins, n, dtype).astype(np.float64))
+    for o in outs:  # vmath.h's exp: within 2 ulp (one ulp is at most eps relative)
+        np.testing.assert_allclose(o, want, rtol=2 * np.finfo(dtype).eps, atol=0)
+
+
 def test_any_shape_and_threads(isa, rng, threads):
     x = rng.random((37, 1000, 11)).astype(np.float32)
     sums = set()

@@ -13,6 +13,7 @@
 #include "bnfast/membench.h"
 #include "bnfast/parallel.h"
 #include "bnfast/vec.h"
+#include "bnfast/vmath.h"
 
 namespace bnfast {
 namespace BNFAST_NS {
@@ -40,6 +41,9 @@ inline void put(T* const* out, i64 i, Vec<T> s, int n) {
   using V = Vec<T>;
   for (int j = 0; j < M; ++j) {
     T* p = out[j] + i;
+    if constexpr (Mo == MemMode::exp) {
+      if (j == 0) s = vexp(s);
+    }
     if (n < V::N) {
       (Mo == MemMode::update ? V::load_partial(p, n) + s : s).store_partial(p, n);
     } else if constexpr (Mo == MemMode::update) {
@@ -127,6 +131,8 @@ UnitFn<T> pick(const MemArgs<T>& a) {
       return pick_k<T, MemMode::write>(a.k, a.m);
     case MemMode::write_nt:
       return pick_k<T, MemMode::write_nt>(a.k, a.m);
+    case MemMode::exp:
+      return pick_k<T, MemMode::exp>(a.k, a.m);
     default:
       return pick_k<T, MemMode::update>(a.k, a.m);
   }

@@ -16,7 +16,9 @@ MemMode parse_mode(const std::string& mode) {
   if (mode == "write") return MemMode::write;
   if (mode == "write_nt") return MemMode::write_nt;
   if (mode == "update") return MemMode::update;
-  throw py::value_error("mode must be 'read', 'write', 'write_nt' or 'update', got '" + mode + "'");
+  if (mode == "exp") return MemMode::exp;
+  throw py::value_error("mode must be 'read', 'write', 'write_nt', 'update' or 'exp', got '" +
+                        mode + "'");
 }
 
 constexpr const char* kReadNames[kMemMaxArrays] = {"reads[0]", "reads[1]", "reads[2]", "reads[3]"};

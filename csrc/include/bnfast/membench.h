@@ -6,6 +6,8 @@
 //   write     out_j[i] = s[i], plain stores                   (reads k, writes m fresh arrays)
 //   write_nt  out_j[i] = s[i], non-temporal stores            (same; outputs 64-byte aligned)
 //   update    out_j[i] = out_j[i] + s[i]                      (reads k, updates m in place)
+//   exp       out_j[i] = exp(s[i]), plain stores, vmath.h's exp (a compute floor, not a
+//             memory one: any softmax or cross-entropy computes one exp per logit)
 // `bnfast bench` times a real kernel against the one of these that moves the same arrays.
 #pragma once
 
@@ -15,7 +17,7 @@
 
 namespace bnfast {
 
-enum class MemMode : int { read = 0, write = 1, write_nt = 2, update = 3 };
+enum class MemMode : int { read = 0, write = 1, write_nt = 2, update = 3, exp = 4 };
 constexpr int kMemMaxArrays = 4;  // at most this many inputs and this many outputs
 
 template <class T>
