@@ -1,12 +1,14 @@
 // CPU detection, the BNFAST_ISA override and the thread count.
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 #include <stdexcept>
 #include <string>
 
+#include "bnfast/contract.h"
 #include "bnfast/isa.h"
 #ifdef BNFAST_OPENMP
 #include <omp.h>
@@ -181,6 +183,11 @@ void* aligned_malloc(std::int64_t bytes) {
 }
 
 void aligned_free(void* p) { std::free(p); }
+
+void contract_failed(const char* cond, const char* file, int line) {
+  std::fprintf(stderr, "bnfast: kernel contract broken at %s:%d: %s\n", file, line, cond);
+  std::abort();
+}
 
 namespace {
 

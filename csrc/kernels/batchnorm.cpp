@@ -21,8 +21,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "bnfast/batchnorm.h"
+#include "bnfast/contract.h"
 #include "bnfast/parallel.h"
 #include "bnfast/vec.h"
 
@@ -568,10 +570,32 @@ inline void affine_constants(i64 c, double mean, double invstd, const T* weight,
   cb[c] = bias ? bias[c] : T(0);
 }
 
+// The part of the entry contract (contract.h) the three kernels share: the shape and x.
+#define BNFAST_BN_EXPECT_SHAPE(a)                                          \
+  BNFAST_EXPECT((a).s.A >= 0 && (a).s.C >= 0 && (a).s.B >= 0);             \
+  BNFAST_EXPECT((a).s.C == 0 || (a).s.A * (a).s.B <= INT64_MAX / (a).s.C); \
+  BNFAST_EXPECT((a).x != nullptr && (a).n_x >= (a).s.A * (a).s.C * (a).s.B)
+
 template <class T>
 void fwd_train(const BnTrainArgs<T>& a) {
+  BNFAST_BN_EXPECT_SHAPE(a);
+  const i64 n = a.s.A * a.s.C * a.s.B, C = a.s.C;
+  BNFAST_EXPECT(a.y != nullptr && a.save_mean != nullptr && a.save_invstd != nullptr);
+  BNFAST_EXPECT_FITS(a.y, a.n_y, n);
+  BNFAST_EXPECT_FITS(a.weight, a.n_weight, C);
+  BNFAST_EXPECT_FITS(a.bias, a.n_bias, C);
+  BNFAST_EXPECT_FITS(a.running_mean, a.n_running_mean, C);
+  BNFAST_EXPECT_FITS(a.running_var, a.n_running_var, C);
+  BNFAST_EXPECT_FITS(a.save_mean, a.n_save_mean, C);
+  BNFAST_EXPECT_FITS(a.save_invstd, a.n_save_invstd, C);
+  BNFAST_EXPECT(a.s.A * a.s.B != 1);
+  if (a.s.A * a.s.B == 0) {  // no values: statistics of nothing, the running ones untouched
+    std::fill(a.save_mean, a.save_mean + C, std::numeric_limits<T>::quiet_NaN());
+    std::fill(a.save_invstd, a.save_invstd + C, std::numeric_limits<T>::quiet_NaN());
+    return;
+  }
+  if (C == 0) return;
   const Plan p = make_plan<T>(a.s);
-  const i64 C = p.C;
   const double M = static_cast<double>(p.A * p.B);
   Scratch<T> cm(C), cs(C), cb(C);
   // From channel c's batch statistics: saved stats, running stats, normalize constants.
@@ -619,8 +643,18 @@ void fwd_train(const BnTrainArgs<T>& a) {
 
 template <class T>
 void fwd_eval(const BnEvalArgs<T>& a) {
+  BNFAST_BN_EXPECT_SHAPE(a);
+  const i64 n = a.s.A * a.s.C * a.s.B, C = a.s.C;
+  BNFAST_EXPECT(a.y != nullptr && a.save_mean != nullptr && a.save_invstd != nullptr);
+  BNFAST_EXPECT(a.running_mean != nullptr && a.running_var != nullptr);
+  BNFAST_EXPECT_FITS(a.y, a.n_y, n);
+  BNFAST_EXPECT_FITS(a.weight, a.n_weight, C);
+  BNFAST_EXPECT_FITS(a.bias, a.n_bias, C);
+  BNFAST_EXPECT_FITS(a.running_mean, a.n_running_mean, C);
+  BNFAST_EXPECT_FITS(a.running_var, a.n_running_var, C);
+  BNFAST_EXPECT_FITS(a.save_mean, a.n_save_mean, C);
+  BNFAST_EXPECT_FITS(a.save_invstd, a.n_save_invstd, C);
   const Plan p = make_plan<T>(a.s);
-  const i64 C = p.C;
   Scratch<T> cm(C), cs(C), cb(C);
   Scratch<double> inv(C);
   for (i64 c = 0; c < C; ++c)
@@ -631,6 +665,7 @@ void fwd_eval(const BnEvalArgs<T>& a) {
     affine_constants(c, double(a.running_mean[c]), inv[c], a.weight, a.bias, cm.data(), cs.data(),
                      cb.data());
   }
+  if (n == 0) return;  // the normalize's row-width dispatch assumes rows of at least one value
   normalize(a.x, a.y, p, cm.data(), cs.data(), cb.data());
 }
 
@@ -796,8 +831,23 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
 
 template <class T>
 void backward(const BnBackwardArgs<T>& a) {
+  BNFAST_BN_EXPECT_SHAPE(a);
+  const i64 n = a.s.A * a.s.C * a.s.B, C = a.s.C;
+  BNFAST_EXPECT(a.dy != nullptr && a.mean != nullptr && a.invstd != nullptr);
+  BNFAST_EXPECT_FITS(a.dy, a.n_dy, n);
+  BNFAST_EXPECT_FITS(a.dx, a.n_dx, n);
+  BNFAST_EXPECT_FITS(a.mean, a.n_mean, C);
+  BNFAST_EXPECT_FITS(a.invstd, a.n_invstd, C);
+  BNFAST_EXPECT_FITS(a.weight, a.n_weight, C);
+  BNFAST_EXPECT_FITS(a.dweight, a.n_dweight, C);
+  BNFAST_EXPECT_FITS(a.dbias, a.n_dbias, C);
+  BNFAST_EXPECT(!a.training || a.s.A * a.s.B != 1);
+  if (n == 0) {  // sums over no values
+    if (a.dweight) std::fill(a.dweight, a.dweight + C, T(0));
+    if (a.dbias) std::fill(a.dbias, a.dbias + C, T(0));
+    return;
+  }
   const Plan p = make_plan<T>(a.s);
-  const i64 C = p.C;
   const bool need_sums = a.training || a.dweight || a.dbias;
   const double M = static_cast<double>(p.A * p.B);
   const bool stream = a.dx && stream_output(p, a.dx, a.x) && a.dx != a.dy;

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "bnfast/contract.h"
 #include "bnfast/optim.h"
 #include "bnfast/parallel.h"
 #include "bnfast/vec.h"
@@ -30,8 +31,11 @@ constexpr i64 kBlock = 8192;  // elements per work unit: a few arrays of it stay
 // The (tensor, offset) of every unit, in tensor order.
 class Units {
  public:
+  // Every kernel's lengths come through here: the entry contract (contract.h) is checked once.
   Units(i64 count, const i64* numel) : n_(0), total_(0) {
+    BNFAST_EXPECT(count >= 0 && (count == 0 || numel != nullptr));
     for (i64 i = 0; i < count; ++i) {
+      BNFAST_EXPECT(numel[i] >= 0);
       n_ += (numel[i] + kBlock - 1) / kBlock;
       total_ += numel[i];
     }

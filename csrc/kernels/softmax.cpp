@@ -29,6 +29,7 @@
 #include <cmath>
 #include <limits>
 
+#include "bnfast/contract.h"
 #include "bnfast/parallel.h"
 #include "bnfast/softmax.h"
 #include "bnfast/vec.h"
@@ -268,8 +269,18 @@ void softmax_tiled(const SoftmaxArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
   tile_out(yt.data(), a.y + r0 * K, n, K);
 }
 
+// The entry contract's shape part (contract.h): non-negative, and A * K * B elements.
+#define BNFAST_SM_EXPECT_SHAPE(s)                         \
+  BNFAST_EXPECT((s).A >= 0 && (s).C >= 0 && (s).B >= 0 && \
+                ((s).C == 0 || (s).A * (s).B <= INT64_MAX / (s).C))
+
 template <class T>
 void softmax(const SoftmaxArgs<T>& a) {
+  BNFAST_SM_EXPECT_SHAPE(a.s);
+  const i64 n = a.s.A * a.s.C * a.s.B;
+  BNFAST_EXPECT(a.x != nullptr && a.y != nullptr);
+  BNFAST_EXPECT_FITS(a.x, a.n_x, n);
+  BNFAST_EXPECT_FITS(a.y, a.n_y, n);
   const Plan p = make_plan<T>(a.s);
   if (p.rows == 0 || p.K == 0) return;
   const int nt = threads<T>(p, 2);
@@ -350,6 +361,12 @@ void backward_tiled(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 r0, i64 
 
 template <class T>
 void softmax_backward(const SoftmaxBackwardArgs<T>& a) {
+  BNFAST_SM_EXPECT_SHAPE(a.s);
+  const i64 n = a.s.A * a.s.C * a.s.B;
+  BNFAST_EXPECT(a.y != nullptr && a.dy != nullptr && a.dx != nullptr);
+  BNFAST_EXPECT_FITS(a.y, a.n_y, n);
+  BNFAST_EXPECT_FITS(a.dy, a.n_dy, n);
+  BNFAST_EXPECT_FITS(a.dx, a.n_dx, n);
   const Plan p = make_plan<T>(a.s);
   if (p.rows == 0 || p.K == 0) return;
   const int nt = threads<T>(p, 3);
@@ -735,6 +752,7 @@ template <class T, TargetKind kKind>
 void xent_impl(const XentArgs<T>& a) {
   const Plan p = make_plan<T>(a.s);
   *a.loss_sum = 0;
+  if (p.K == 0 && a.row_loss) std::fill(a.row_loss, a.row_loss + p.rows, T(0));
   if (p.rows == 0 || p.K == 0) return;
   XentCtx<T> c{};
   c.K = p.K;
@@ -768,6 +786,15 @@ void xent_impl(const XentArgs<T>& a) {
 
 template <class T>
 void xent(const XentArgs<T>& a) {
+  BNFAST_SM_EXPECT_SHAPE(a.s);
+  const i64 rows = a.s.A * a.s.B, n = rows * a.s.C;
+  BNFAST_EXPECT(a.x != nullptr && a.target != nullptr && a.grad != nullptr && a.loss_sum);
+  BNFAST_EXPECT_FITS(a.x, a.n_x, n);
+  BNFAST_EXPECT_FITS(a.target, a.n_target, a.kind == TargetKind::prob ? n : rows);
+  BNFAST_EXPECT_FITS(a.weight, a.n_weight, a.s.C);
+  BNFAST_EXPECT_FITS(a.grad_output, a.n_grad_output, rows);
+  BNFAST_EXPECT_FITS(a.grad, a.n_grad, n);
+  BNFAST_EXPECT_FITS(a.row_loss, a.n_row_loss, rows);
   switch (a.kind) {
     case TargetKind::i32:
       return xent_impl<T, TargetKind::i32>(a);
@@ -785,6 +812,15 @@ constexpr i64 kBceUnitBytes = 32 * 1024;
 template <class T>
 void bce(const BceArgs<T>& a) {
   using V = Vec<T>;
+  BNFAST_EXPECT(a.n >= 0 && a.C >= 1 && a.n % a.C == 0);
+  BNFAST_EXPECT(a.x != nullptr && a.y != nullptr && a.grad != nullptr && a.loss_sum);
+  BNFAST_EXPECT_FITS(a.x, a.n_x, a.n);
+  BNFAST_EXPECT_FITS(a.y, a.n_y, a.n);
+  BNFAST_EXPECT_FITS(a.weight, a.n_weight, a.weight_full ? a.n : a.C);
+  BNFAST_EXPECT_FITS(a.pos_weight, a.n_pos_weight, a.pos_weight_full ? a.n : a.C);
+  BNFAST_EXPECT_FITS(a.grad_output, a.n_grad_output, a.n);
+  BNFAST_EXPECT_FITS(a.grad, a.n_grad, a.n);
+  BNFAST_EXPECT_FITS(a.elem_loss, a.n_elem_loss, a.n);
   *a.loss_sum = 0;
   if (a.n == 0) return;
   const i64 C = a.C;
@@ -840,6 +876,7 @@ void bce(const BceArgs<T>& a) {
 
 template <class T>
 void exp_array(const T* x, T* y, i64 n) {
+  BNFAST_EXPECT(n >= 0);
   const int nt = threads_for(n * static_cast<i64>(sizeof(T)) * 2);
   const i64 chunk = 1 << 14, units = (n + chunk - 1) / chunk;
   parallel_for(units, nt, [&](i64 u) {
@@ -851,6 +888,7 @@ void exp_array(const T* x, T* y, i64 n) {
 
 template <class T>
 void log_array(const T* x, T* y, i64 n) {
+  BNFAST_EXPECT(n >= 0);
   const int nt = threads_for(n * static_cast<i64>(sizeof(T)) * 2);
   const i64 chunk = 1 << 14, units = (n + chunk - 1) / chunk;
   parallel_for(units, nt, [&](i64 u) {
@@ -865,6 +903,7 @@ void log_array(const T* x, T* y, i64 n) {
 // (65536, 10) cross-entropy).
 template <class Y>
 TargetCheck check_targets(const Y* t, i64 rows, i64 K, i64 ignore) {
+  BNFAST_EXPECT(rows >= 0 && K >= 0);
   i64 ignored = 0, bad = 0;  // counts: a bool |= reduction does not vectorize
   for (i64 r = 0; r < rows; ++r) {
     const i64 y = static_cast<i64>(t[r]);

@@ -19,13 +19,24 @@ const BatchNormFns<T>& fns() {
 }
 
 template <class T>
-T* channel_out(const py::object& obj, i64 C, const char* name, const py::array& x) {
+T* channel_out(const py::object& obj, i64 C, const char* name, const py::array& x, i64* extent) {
   if (is_none(obj)) return nullptr;
   py::array a = as_array(obj, name);
   check_shape(a, {C}, name);
   T* p = out_ptr<T>(a, name);
   check_no_overlap(a, name, x, "x", false);
+  *extent = a.size();
   return p;
+}
+
+// PyTorch's rule: training needs more than one value per channel (none is allowed: an empty
+// output and statistics of nothing).
+inline void check_values_per_channel(const Shape3& s, const py::array& x) {
+  if (s.A * s.B == 1) {
+    throw py::value_error(
+        "expected more than 1 value per channel when training, got input of shape " +
+        shape_str(shape_of(x)));
+  }
 }
 
 template <class T>
@@ -35,19 +46,16 @@ py::tuple fwd_train(const py::array& x, int axis, const py::object& weight, cons
   BnTrainArgs<T> a{};
   a.s = view3(x, axis, "x");
   a.x = in_ptr<T>(x, "x");
-  if (a.s.A * a.s.B <= 1) {
-    throw py::value_error(
-        "expected more than 1 value per channel when training, got input of shape " +
-        shape_str(shape_of(x)));
-  }
+  a.n_x = x.size();
+  check_values_per_channel(a.s, x);
   check_finite(momentum, "momentum");
   check_finite(eps, "eps");
   if (eps < 0) throw py::value_error("eps must be >= 0");
   const i64 C = a.s.C;
-  a.weight = channel_in<T>(weight, C, "weight");
-  a.bias = channel_in<T>(bias, C, "bias");
-  a.running_mean = channel_out<T>(running_mean, C, "running_mean", x);
-  a.running_var = channel_out<T>(running_var, C, "running_var", x);
+  a.weight = channel_in<T>(weight, C, "weight", &a.n_weight);
+  a.bias = channel_in<T>(bias, C, "bias", &a.n_bias);
+  a.running_mean = channel_out<T>(running_mean, C, "running_mean", x, &a.n_running_mean);
+  a.running_var = channel_out<T>(running_var, C, "running_var", x, &a.n_running_var);
   if (a.running_mean && a.running_var && a.running_mean == a.running_var) {
     throw py::value_error("running_mean and running_var must be different arrays");
   }
@@ -59,9 +67,11 @@ py::tuple fwd_train(const py::array& x, int axis, const py::object& weight, cons
     if (!is_none(*o)) check_no_overlap(y, "out", as_array(*o, "parameter"), "a parameter", false);
   }
   a.y = static_cast<T*>(y.mutable_data());
+  a.n_y = y.size();
   py::array_t<T> save_mean(C), save_invstd(C);
   a.save_mean = save_mean.mutable_data();
   a.save_invstd = save_invstd.mutable_data();
+  a.n_save_mean = a.n_save_invstd = C;
   {
     py::gil_scoped_release nogil;
     fns<T>().fwd_train(a);
@@ -76,13 +86,14 @@ py::tuple fwd_eval(const py::array& x, int axis, const py::object& weight, const
   BnEvalArgs<T> a{};
   a.s = view3(x, axis, "x");
   a.x = in_ptr<T>(x, "x");
+  a.n_x = x.size();
   check_finite(eps, "eps");
   if (eps < 0) throw py::value_error("eps must be >= 0");
   const i64 C = a.s.C;
-  a.weight = channel_in<T>(weight, C, "weight");
-  a.bias = channel_in<T>(bias, C, "bias");
-  a.running_mean = channel_in<T>(running_mean, C, "running_mean");
-  a.running_var = channel_in<T>(running_var, C, "running_var");
+  a.weight = channel_in<T>(weight, C, "weight", &a.n_weight);
+  a.bias = channel_in<T>(bias, C, "bias", &a.n_bias);
+  a.running_mean = channel_in<T>(running_mean, C, "running_mean", &a.n_running_mean);
+  a.running_var = channel_in<T>(running_var, C, "running_var", &a.n_running_var);
   if (!a.running_mean || !a.running_var) {
     throw py::value_error("running_mean and running_var are required in evaluation mode");
   }
@@ -93,9 +104,11 @@ py::tuple fwd_eval(const py::array& x, int axis, const py::object& weight, const
     if (!is_none(*o)) check_no_overlap(y, "out", as_array(*o, "parameter"), "a parameter", false);
   }
   a.y = static_cast<T*>(y.mutable_data());
+  a.n_y = y.size();
   py::array_t<T> save_mean(C), save_invstd(C);
   a.save_mean = save_mean.mutable_data();
   a.save_invstd = save_invstd.mutable_data();
+  a.n_save_mean = a.n_save_invstd = C;
   {
     py::gil_scoped_release nogil;
     fns<T>().fwd_eval(a);
@@ -110,19 +123,17 @@ py::tuple backward(const py::array& dy, const py::array& x, int axis, const py::
   BnBackwardArgs<T> a{};
   a.s = view3(x, axis, "x");
   a.x = in_ptr<T>(x, "x");
+  a.n_x = x.size();
   check_shape(dy, shape_of(x), "dy");
   a.dy = in_ptr<T>(dy, "dy");
+  a.n_dy = dy.size();
   const i64 C = a.s.C;
-  a.mean = channel_in<T>(mean, C, "mean");
-  a.invstd = channel_in<T>(invstd, C, "invstd");
+  a.mean = channel_in<T>(mean, C, "mean", &a.n_mean);
+  a.invstd = channel_in<T>(invstd, C, "invstd", &a.n_invstd);
   if (!a.mean || !a.invstd) throw py::value_error("mean and invstd are required");
-  a.weight = channel_in<T>(weight, C, "weight");
+  a.weight = channel_in<T>(weight, C, "weight", &a.n_weight);
   a.training = training;
-  if (training && a.s.A * a.s.B <= 1) {
-    throw py::value_error(
-        "expected more than 1 value per channel when training, got input of shape " +
-        shape_str(shape_of(x)));
-  }
+  if (training) check_values_per_channel(a.s, x);
   py::array dx = output_like<T>(out, x, "out");
   check_no_overlap(dx, "out", x, "x", true);
   check_no_overlap(dx, "out", dy, "dy", true);
@@ -130,9 +141,11 @@ py::tuple backward(const py::array& dy, const py::array& x, int axis, const py::
     if (!is_none(*o)) check_no_overlap(dx, "out", as_array(*o, "parameter"), "a parameter", false);
   }
   a.dx = static_cast<T*>(dx.mutable_data());
+  a.n_dx = dx.size();
   py::array_t<T> dweight(C), dbias(C);
   a.dweight = dweight.mutable_data();
   a.dbias = dbias.mutable_data();
+  a.n_dweight = a.n_dbias = C;
   {
     py::gil_scoped_release nogil;
     fns<T>().backward(a);

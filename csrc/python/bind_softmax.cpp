@@ -27,10 +27,12 @@ py::array softmax(const py::array& x, int axis, bool log, const py::object& out)
   SoftmaxArgs<T> a{};
   a.s = view3(x, axis, "x");
   a.x = in_ptr<T>(x, "x");
+  a.n_x = x.size();
   a.log = log;
   py::array y = output_like<T>(out, x, "out");
   check_no_overlap(y, "out", x, "x", true);
   a.y = static_cast<T*>(y.mutable_data());
+  a.n_y = y.size();
   {
     py::gil_scoped_release nogil;
     fns<T>().softmax(a);
@@ -44,13 +46,16 @@ py::array softmax_backward(const py::array& y, const py::array& dy, int axis, bo
   SoftmaxBackwardArgs<T> a{};
   a.s = view3(y, axis, "y");
   a.y = in_ptr<T>(y, "y");
+  a.n_y = y.size();
   check_shape(dy, shape_of(y), "dy");
   a.dy = in_ptr<T>(dy, "dy");
+  a.n_dy = dy.size();
   a.log = log;
   py::array dx = output_like<T>(out, y, "out");
   check_no_overlap(dx, "out", y, "y", true);
   check_no_overlap(dx, "out", dy, "dy", true);
   a.dx = static_cast<T*>(dx.mutable_data());
+  a.n_dx = dx.size();
   {
     py::gil_scoped_release nogil;
     fns<T>().backward(a);
@@ -114,6 +119,7 @@ py::tuple xent(const py::array& x, const py::array& target, int axis, const py::
   std::vector<i64> rest;
   a.s = view3(x, axis, "logits", &rest);
   a.x = in_ptr<T>(x, "logits");
+  a.n_x = x.size();
   const i64 K = a.s.C, rows = a.s.A * a.s.B;
   if (reduction < 0 || reduction > 2) throw py::value_error("reduction must be 0, 1 or 2");
   check_finite(label_smoothing, "label_smoothing");
@@ -121,7 +127,8 @@ py::tuple xent(const py::array& x, const py::array& target, int axis, const py::
     throw py::value_error("label_smoothing must be in [0, 1], got " +
                           std::to_string(label_smoothing));
   }
-  a.weight = channel_in<T>(weight, K, "weight");
+  a.weight = channel_in<T>(weight, K, "weight", &a.n_weight);
+  a.n_target = target.size();
   a.ignore_index = ignore_index;
   a.label_smoothing = label_smoothing;
   const char kind = target.dtype().kind();
@@ -133,7 +140,8 @@ py::tuple xent(const py::array& x, const py::array& target, int axis, const py::
     }
     a.target = in_ptr<T>(target, "target");
     a.kind = TargetKind::prob;
-    divisor = static_cast<double>(rows);
+    // PyTorch's divisor is numel / K: with no classes, 0 / 0 (a NaN mean, as there).
+    divisor = K == 0 ? 0.0 : static_cast<double>(rows);
   } else if (kind == 'i' && native_byteorder(target) &&
              (target.itemsize() == 4 || target.itemsize() == 8)) {
     if (shape_of(target) != rest) {
@@ -169,15 +177,18 @@ py::tuple xent(const py::array& x, const py::array& target, int axis, const py::
       py::array go = as_array(grad_output, "grad_output");
       check_shape(go, rest, "grad_output");
       a.grad_output = in_ptr<T>(go, "grad_output");
+      a.n_grad_output = go.size();
       check_no_overlap(grad, "out", go, "grad_output", false);
     }
     row_loss = empty<T>(rest);
     a.row_loss = static_cast<T*>(row_loss.mutable_data());
+    a.n_row_loss = row_loss.size();
   } else if (!is_none(grad_output)) {
     go_scalar = grad_output.cast<double>();
   }
   a.row_scale = reduction == 1 ? (divisor != 0 ? go_scalar / divisor : 0.0) : go_scalar;
   a.grad = static_cast<T*>(grad.mutable_data());
+  a.n_grad = grad.size();
   double sum = 0;
   a.loss_sum = &sum;
   {
@@ -195,11 +206,12 @@ py::tuple xent(const py::array& x, const py::array& target, int axis, const py::
 
 // A broadcast parameter of the BCE: length n (full) or C (the last axis).
 template <class T>
-const T* bce_param(const py::object& obj, i64 n, i64 C, const char* name, bool* full) {
+const T* bce_param(const py::object& obj, i64 n, i64 C, const char* name, bool* full, i64* extent) {
   *full = false;
   if (is_none(obj)) return nullptr;
   py::array a = as_array(obj, name);
   const T* p = in_ptr<T>(a, name);
+  *extent = a.size();
   if (a.size() == n && a.ndim() != 1) {
     *full = true;
   } else if (a.ndim() == 1 && a.size() == C) {
@@ -219,14 +231,17 @@ py::tuple bce(const py::array& x, const py::array& y, const py::object& weight,
               const py::object& out) {
   BceArgs<T> a{};
   a.x = in_ptr<T>(x, "logits");
+  a.n_x = x.size();
   check_shape(y, shape_of(x), "targets");
   a.y = in_ptr<T>(y, "targets");
+  a.n_y = y.size();
   if (reduction < 0 || reduction > 2) throw py::value_error("reduction must be 0, 1 or 2");
   a.n = x.size();
   a.C = x.ndim() == 0 ? 1 : std::max<i64>(1, x.shape(x.ndim() - 1));
   if (a.n == 0) a.C = 1;
-  a.weight = bce_param<T>(weight, a.n, a.C, "weight", &a.weight_full);
-  a.pos_weight = bce_param<T>(pos_weight, a.n, a.C, "pos_weight", &a.pos_weight_full);
+  a.weight = bce_param<T>(weight, a.n, a.C, "weight", &a.weight_full, &a.n_weight);
+  a.pos_weight =
+      bce_param<T>(pos_weight, a.n, a.C, "pos_weight", &a.pos_weight_full, &a.n_pos_weight);
   py::array grad = output_like<T>(out, x, "out");
   check_no_overlap(grad, "out", x, "logits", true);
   check_no_overlap(grad, "out", y, "targets", true);
@@ -241,16 +256,19 @@ py::tuple bce(const py::array& x, const py::array& y, const py::object& weight,
       py::array go = as_array(grad_output, "grad_output");
       check_shape(go, shape_of(x), "grad_output");
       a.grad_output = in_ptr<T>(go, "grad_output");
+      a.n_grad_output = go.size();
       check_no_overlap(grad, "out", go, "grad_output", true);
     }
     loss_arr = empty<T>(shape_of(x));
     a.elem_loss = static_cast<T*>(loss_arr.mutable_data());
+    a.n_elem_loss = loss_arr.size();
   } else if (!is_none(grad_output)) {
     go_scalar = grad_output.cast<double>();
   }
   const double n = static_cast<double>(a.n);
   a.elem_scale = reduction == 1 ? go_scalar / n : go_scalar;
   a.grad = static_cast<T*>(grad.mutable_data());
+  a.n_grad = grad.size();
   double sum = 0;
   a.loss_sum = &sum;
   {

@@ -177,12 +177,14 @@ py::array output_like(const py::object& out, const py::array& like, const char* 
   return a;
 }
 
-// A read-only vector of length n (a per-channel or per-class parameter), or nullptr for None.
+// A read-only vector of length n (a per-channel or per-class parameter), or nullptr for None;
+// *extent (if given) receives its element count, for the kernel's entry contract.
 template <class T>
-const T* channel_in(const py::object& obj, i64 n, const char* name) {
+const T* channel_in(const py::object& obj, i64 n, const char* name, i64* extent = nullptr) {
   if (is_none(obj)) return nullptr;
   py::array a = as_array(obj, name);
   check_shape(a, {n}, name);
+  if (extent) *extent = a.size();
   return in_ptr<T>(a, name);
 }
 

@@ -1,5 +1,12 @@
 // Batch normalization kernels. x is any contiguous array viewed as (A, C, B): statistics per
 // channel c over a and b. (N, C) is A=N, B=1; NCHW is A=N, B=H*W; NHWC is A=N*H*W, B=1.
+//
+// Any of A, C, B may be 0. With no values per channel (A * B == 0) training writes NaN to
+// save_mean and save_invstd (the mean of nothing) and leaves the running statistics as they
+// are; backward writes dweight = dbias = 0. Training with exactly one value per channel is
+// outside the contract (the unbiased variance divides by 0): callers refuse it.
+// Each n_* field is the element count of the array the pointer beside it points into, as the
+// caller holds it (contract.h checks every length against them in sanitizer builds).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +31,8 @@ struct BnTrainArgs {
   double eps;
   T* save_mean;
   T* save_invstd;
+  std::int64_t n_x, n_y, n_weight, n_bias, n_running_mean, n_running_var, n_save_mean,
+      n_save_invstd;
 };
 
 // Eval forward: y = (x - running_mean) * weight / sqrt(running_var + eps) + bias; save_mean and
@@ -40,6 +49,8 @@ struct BnEvalArgs {
   double eps;
   T* save_mean;
   T* save_invstd;
+  std::int64_t n_x, n_y, n_weight, n_bias, n_running_mean, n_running_var, n_save_mean,
+      n_save_invstd;
 };
 
 // Backward from the statistics used in the forward (batch statistics when training, running
@@ -58,6 +69,7 @@ struct BnBackwardArgs {
   T* dx;       // nullable: skip
   T* dweight;  // nullable: skip
   T* dbias;    // nullable: skip
+  std::int64_t n_dy, n_x, n_mean, n_invstd, n_weight, n_dx, n_dweight, n_dbias;
 };
 
 template <class T>

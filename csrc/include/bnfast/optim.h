@@ -11,8 +11,9 @@
 namespace bnfast {
 
 // count tensors; tensor i has numel[i] elements at param[i], grad[i] and each state list's [i].
-// State lists an optimizer does not use are nullptr. The caller guarantees that no written
-// array overlaps any other array.
+// State lists an optimizer does not use are nullptr. numel[i] is the extent of every array of
+// tensor i (the caller checks that they all have one shape); 0 is allowed. The caller
+// guarantees that no written array overlaps any other array.
 template <class T>
 struct TensorList {
   std::int64_t count;

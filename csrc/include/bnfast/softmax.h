@@ -8,7 +8,11 @@
 //  - a row whose entries are all -inf: softmax 0, log-softmax -inf, cross-entropy loss +inf
 //    (the target has probability 0) and gradient softmax - target = -target (scaled);
 //  - NaN anywhere in a row makes that row's outputs NaN; other rows are unaffected;
-//  - probability-target entries equal to 0 contribute nothing (0 * log 0 = 0).
+//  - probability-target entries equal to 0 contribute nothing (0 * log 0 = 0);
+//  - any of A, K, B may be 0; a row with no classes (K == 0) has loss 0 (only ignored class
+//    targets are valid there, and a probability row sums over nothing).
+// Each n_* field is the element count of the array the pointer beside it points into, as the
+// caller holds it (contract.h checks every length against them in sanitizer builds).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +28,7 @@ struct SoftmaxArgs {
   T* y;  // may equal x
   Shape3 s;
   bool log;
+  std::int64_t n_x, n_y;
 };
 
 // Backward from the forward output y and upstream dy:
@@ -36,6 +41,7 @@ struct SoftmaxBackwardArgs {
   T* dx;  // may equal dy or y
   Shape3 s;
   bool log;
+  std::int64_t n_y, n_dy, n_dx;
 };
 
 enum class TargetKind : int { i32 = 0, i64 = 1, prob = 2 };
@@ -67,6 +73,7 @@ struct XentArgs {
   T* grad;               // shape of x
   T* row_loss;           // nullable, length A*B
   double* loss_sum;
+  std::int64_t n_x, n_target, n_weight, n_grad_output, n_grad, n_row_loss;
 };
 
 // Sigmoid binary cross-entropy per element, with c = 1 + (pos_weight - 1) y:
@@ -78,7 +85,7 @@ struct BceArgs {
   const T* x;
   const T* y;
   std::int64_t n;
-  std::int64_t C;  // length of the last axis (>= 1)
+  std::int64_t C;  // length of the last axis (>= 1; 1 when n == 0)
   const T* weight;
   bool weight_full;
   const T* pos_weight;
@@ -88,6 +95,7 @@ struct BceArgs {
   T* grad;
   T* elem_loss;  // nullable, length n
   double* loss_sum;
+  std::int64_t n_x, n_y, n_weight, n_pos_weight, n_grad_output, n_grad, n_elem_loss;
 };
 
 template <class T>
