@@ -55,8 +55,11 @@ def as_array(obj: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} cannot be viewed as an array: {exc}") from None
 
 
-def float_input(obj: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
-    """A C-contiguous float32/float64 array for a read-only input.
+def float_input(
+    obj: Any, name: str, dtype: np.dtype | None = None, keep_0d: bool = False
+) -> np.ndarray:
+    """A C-contiguous float32/float64 array for a read-only input (0-d ones become 1-d unless
+    ``keep_0d``).
 
     Non-contiguous (or misaligned) inputs are copied (documented behaviour); integer or other
     dtypes are refused with TypeError. With ``dtype``, the array must already have that dtype.
@@ -67,7 +70,7 @@ def float_input(obj: Any, name: str, dtype: np.dtype | None = None) -> np.ndarra
         raise TypeError(f"{name} must be float32 or float64, got {dt}")
     if dtype is not None and dt is not dtype and dt != dtype:
         raise TypeError(f"{name} must be {dtype} like the input, got {dt}")
-    return contiguous(a, name)
+    return contiguous(a, name, keep_0d=keep_0d)
 
 
 def optional_input(obj: Any, name: str, dtype: np.dtype) -> np.ndarray | None:

@@ -175,9 +175,10 @@ def softmax(x: Any, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray
     -------
     ndarray
         Same shape and dtype as ``x``. A row of all ``-inf`` gives zeros; NaN in a row makes
-        that row NaN; ``+inf`` entries give NaN (as in PyTorch).
+        that row NaN; ``+inf`` entries give NaN (as in PyTorch). A 0-d ``x`` is one row of one
+        value (``axis`` 0 or -1) and gives a 0-d result; an empty axis gives an empty result.
     """
-    x = float_input(x, "x")
+    x = float_input(x, "x", keep_0d=True)
     return _core.softmax(x, int(axis), False, out)
 
 
@@ -186,7 +187,7 @@ def log_softmax(x: Any, axis: int = -1, out: np.ndarray | None = None) -> np.nda
 
     A row of all ``-inf`` gives ``-inf``; otherwise as :func:`softmax`.
     """
-    x = float_input(x, "x")
+    x = float_input(x, "x", keep_0d=True)
     return _core.softmax(x, int(axis), True, out)
 
 
@@ -195,8 +196,8 @@ def softmax_backward(y: Any, dy: Any, axis: int = -1, out: np.ndarray | None = N
 
     ``out`` may be ``y`` or ``dy`` itself.
     """
-    y = float_input(y, "y")
-    dy = float_input(dy, "dy", y.dtype)
+    y = float_input(y, "y", keep_0d=True)
+    dy = float_input(dy, "dy", y.dtype, keep_0d=True)
     return _core.softmax_backward(y, dy, int(axis), False, out)
 
 
@@ -204,9 +205,21 @@ def log_softmax_backward(
     y: Any, dy: Any, axis: int = -1, out: np.ndarray | None = None
 ) -> np.ndarray:
     """Gradient of :func:`log_softmax` from its output ``y``: ``dy - exp(y) * sum(dy)``."""
-    y = float_input(y, "y")
-    dy = float_input(dy, "dy", y.dtype)
+    y = float_input(y, "y", keep_0d=True)
+    dy = float_input(dy, "dy", y.dtype, keep_0d=True)
     return _core.softmax_backward(y, dy, int(axis), True, out)
+
+
+def _grad_output(grad_output: Any, reduction: int, dtype: np.dtype) -> Any:
+    """A float for ``mean``/``sum``; for ``none`` an array of the loss's shape and the logits'
+    dtype (a Python number is taken in that dtype, for a 0-d loss)."""
+    if grad_output is None:
+        return None
+    if reduction != 0:
+        return float(grad_output)
+    if isinstance(grad_output, (int, float)) and not isinstance(grad_output, bool):
+        grad_output = np.asarray(grad_output, dtype)
+    return float_input(grad_output, "grad_output", dtype, keep_0d=True)
 
 
 def _class_target(target: Any) -> np.ndarray:
@@ -233,7 +246,7 @@ def softmax_cross_entropy(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     grad_output: Any = None,
-    axis: int = 1,
+    axis: int | None = None,
     out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Softmax cross-entropy and its gradient w.r.t. the logits, in one pass over the logits.
@@ -251,15 +264,17 @@ def softmax_cross_entropy(
     weight : array_like of shape (K,), optional
         Per-class weights; ``mean`` then divides by the sum of the weights of the rows kept.
     ignore_index : int
-        Class-index rows equal to it contribute nothing (loss 0, gradient 0).
+        Class-index rows equal to it contribute nothing (loss 0, gradient 0). Probability
+        targets allow only a negative value (PyTorch's rule).
     reduction : {"mean", "sum", "none"}
         ``none`` returns one loss per row (the target's shape).
     label_smoothing : float in [0, 1]
         Mixes the target with the uniform distribution.
     grad_output : float or array_like, optional
-        Upstream gradient: a scalar for ``mean``/``sum``, one value per row for ``none``.
-    axis : int
-        The class axis.
+        Upstream gradient: a scalar for ``mean``/``sum``, one value per row for ``none`` (an
+        array of the loss's shape and the logits' dtype; a number for a 0-d loss).
+    axis : int, optional
+        The class axis: by default 1, or 0 for unbatched ``(K,)`` logits (PyTorch's rule).
     out : ndarray, optional
         Where to write the gradient (reused buffers avoid page faults on large inputs).
 
@@ -277,27 +292,34 @@ def softmax_cross_entropy(
     TypeError
         Non-float logits, a weight of another dtype, boolean or non-numeric targets.
     ValueError
-        Wrong shapes, ``label_smoothing`` outside [0, 1], an unknown ``reduction``.
+        Wrong shapes, ``label_smoothing`` outside [0, 1], an unknown ``reduction``, a
+        probability target with ``ignore_index >= 0``.
 
     Notes
     -----
     Defined results where PyTorch gives NaN: a row of all ``-inf`` logits has loss ``+inf`` and
     gradient ``-target`` (its softmax is taken as 0); probability-target entries equal to 0
-    contribute 0 even where the logit is ``-inf``. Like PyTorch, ``mean`` over rows that are all
-    ignored (nothing to average) gives a NaN loss; the gradient is then 0.
+    contribute 0 even where the logit is ``-inf``. Like PyTorch, ``mean`` with nothing to
+    average (every row ignored, no rows, or no classes with a probability target) gives a NaN
+    loss; the gradient is then 0. ``sum`` over no rows is 0; a row with no classes has loss 0.
     """
     x = float_input(logits, "logits")
     t = _class_target(target)
-    if t.dtype.kind == "f" and t.dtype != x.dtype:
-        raise TypeError(f"probability target must be {x.dtype} like the logits, got {t.dtype}")
-    w = optional_input(weight, "weight", x.dtype)
-    red = _reduction(reduction)
-    if grad_output is not None and red == 0:
-        grad_output = float_input(grad_output, "grad_output", x.dtype)
-    elif grad_output is not None:
-        grad_output = float(grad_output)
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    if t.dtype.kind == "f":
+        if t.dtype != x.dtype:
+            raise TypeError(f"probability target must be {x.dtype} like the logits, got {t.dtype}")
+        if ignore_index >= 0:
+            raise ValueError(
+                f"ignore_index={ignore_index} is not supported for probability targets "
+                "(only class-index targets can be ignored)"
+            )
+    w = optional_input(weight, "weight", x.dtype)
+    red = _reduction(reduction)
+    grad_output = _grad_output(grad_output, red, x.dtype)
+    if axis is None:
+        axis = 0 if x.ndim == 1 else 1
     return _core.softmax_xent(
         x, t, int(axis), w, int(ignore_index), red, float(label_smoothing), grad_output, out
     )
@@ -350,7 +372,7 @@ def sigmoid_binary_cross_entropy(
     pos_weight : array_like, optional
         Weight of the positive term, broadcast along the last axis (one per class).
     reduction : {"mean", "sum", "none"}
-        ``mean`` divides by the number of elements.
+        ``mean`` divides by the number of elements (NaN for an empty input, as in PyTorch).
     grad_output : float or array_like, optional
         Upstream gradient (per element for ``none``).
     out : ndarray, optional
@@ -360,18 +382,15 @@ def sigmoid_binary_cross_entropy(
     -------
     loss, grad : ndarray
     """
-    x = float_input(logits, "logits")
+    x = float_input(logits, "logits", keep_0d=True)
     y = as_array(targets, "targets")
     if y.dtype.kind not in "biuf":
         raise TypeError(f"targets must be numeric, got {y.dtype}")
     if y.shape != x.shape:
         raise ValueError(f"targets must have the logits' shape {x.shape}, got {y.shape}")
-    y = contiguous(y, "targets", x.dtype)
+    y = contiguous(y, "targets", x.dtype, keep_0d=True)
     w = _bce_param(weight, "weight", x.shape, x.dtype)
     pw = _bce_param(pos_weight, "pos_weight", x.shape, x.dtype)
     red = _reduction(reduction)
-    if grad_output is not None and red == 0:
-        grad_output = float_input(grad_output, "grad_output", x.dtype)
-    elif grad_output is not None:
-        grad_output = float(grad_output)
+    grad_output = _grad_output(grad_output, red, x.dtype)
     return _core.sigmoid_bce(x, y, w, pw, red, grad_output, out)

@@ -8,6 +8,8 @@ with ``C`` the ``axis`` dimension.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = [
@@ -58,13 +60,19 @@ def batch_norm_train(
     ``r_mean = (1 - momentum) * r_mean + momentum * mu`` and
     ``r_var = (1 - momentum) * r_var + momentum * sigma2 * M / (M - 1)`` (unbiased).
 
+    With no values per channel (:math:`M = 0`) the output is empty, ``mu`` and the saved
+    ``invstd`` are NaN and the running statistics are left as they are (PyTorch's answer).
+
     Returns
     -------
     y, mean, invstd
         The output and the saved statistics ``mu`` and ``1 / sqrt(sigma2 + eps)``.
     """
     axes, shape = _reduce_axes(x, axis)
-    m = x.size // x.shape[axis % x.ndim]
+    m = math.prod(n for i, n in enumerate(x.shape) if i != axis % x.ndim)
+    if m == 0:
+        nan = np.full(x.shape[axis], np.nan, x.dtype)
+        return x.copy(), nan, nan.copy()
     mean = x.mean(axis=axes)
     var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
     invstd = 1.0 / np.sqrt(var + eps)
@@ -130,7 +138,7 @@ def batch_norm_backward(
     dx, dweight, dbias
     """
     axes, shape = _reduce_axes(x, axis)
-    m = x.size // x.shape[axis % x.ndim]
+    m = max(1, x.size // max(1, x.shape[axis % x.ndim]))  # an empty x has an empty dx anyway
     xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
     dbias = dy.sum(axis=axes)
     dweight = (dy * xhat).sum(axis=axes)
@@ -341,7 +349,7 @@ def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> tuple[list[np.nd
 
 def _shifted(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """``z = x - max`` (max taken as 0 in an all -inf row) and ``log(sum(exp(z)))``."""
-    m = np.max(x, axis=axis, keepdims=True)
+    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)  # an empty row: like all -inf
     m = np.where(np.isneginf(m), 0, m)
     z = x - m
     with np.errstate(divide="ignore"):
@@ -353,8 +361,11 @@ def _shifted(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     r"""Softmax along ``axis``: :math:`y_k = e^{x_k - m} / \sum_j e^{x_j - m}`, :math:`m = \max x`.
 
-    An all -inf row gives zeros; NaN in a row makes that row NaN.
+    An all -inf row gives zeros; NaN in a row makes that row NaN. A 0-d ``x`` is one row of one
+    value (``axis`` 0 or -1).
     """
+    if x.ndim == 0:
+        return softmax(x.reshape(1), axis).reshape(())
     z, ls = _shifted(x, axis)
     e = np.exp(z)
     s = np.exp(ls)
@@ -366,6 +377,8 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     r"""Log-softmax along ``axis``: :math:`y_k = (x_k - m) - \log \sum_j e^{x_j - m}`, in that
     order. An all -inf row gives -inf."""
+    if x.ndim == 0:
+        return log_softmax(x.reshape(1), axis).reshape(())
     z, ls = _shifted(x, axis)
     y = z - np.where(np.isneginf(ls), 0, ls)
     return y.astype(x.dtype, copy=False)
@@ -404,7 +417,9 @@ def softmax_cross_entropy(
       divides by the number of rows.
 
     An all -inf row has loss +inf and gradient ``-target`` (softmax taken as 0). When ``mean``
-    has nothing to divide by (every row ignored) the loss is NaN and the gradient 0.
+    has nothing to divide by (every row ignored, no rows, or no classes: PyTorch divides a
+    probability target's sum by ``numel / K``) the loss is NaN and the gradient 0. A row with
+    no classes has loss 0.
     ``grad_output`` scales the gradient (per row for ``reduction="none"``).
     """
     x = logits
@@ -413,33 +428,36 @@ def softmax_cross_entropy(
     wshape = tuple(k if i == ax else 1 for i in range(x.ndim))
     w = np.ones(k, x.dtype) if weight is None else weight
     wb = w.reshape(wshape)
+    eps_k = label_smoothing / k if k else 0.0  # no classes: nothing to smooth over
     p = softmax(x, ax)
     lsm = log_softmax(x, ax)
     with np.errstate(invalid="ignore"):
         nll = np.where(np.isneginf(lsm), np.inf, -lsm)
     if np.issubdtype(target.dtype, np.floating):
-        t = target * (1 - label_smoothing) + label_smoothing / k
+        t = target * (1 - label_smoothing) + eps_k
         wt = wb * t
         with np.errstate(invalid="ignore"):
             per = np.sum(np.where(wt == 0, 0, wt * nll), axis=ax)
         coef = np.sum(wt, axis=ax, keepdims=True)
         grad = coef * p - wt
-        divisor = per.size
-        live = np.ones(per.shape, bool)
+        divisor = per.size if k else 0
     else:
         live = target != ignore_index
         y = np.where(live, target, 0).astype(np.int64)
         yk = np.expand_dims(y, ax)
         onehot = np.zeros(x.shape, bool)
-        np.put_along_axis(onehot, yk, True, axis=ax)
-        wy = np.where(live, w[y], 0)
-        nll_y = np.take_along_axis(nll, yk, axis=ax).squeeze(ax)
+        wy = np.zeros(y.shape, x.dtype)
+        wy[live] = w[y[live]]
+        nll_y = np.zeros(y.shape, x.dtype)
+        if k:  # with no classes every row is ignored (anything else is out of range)
+            np.put_along_axis(onehot, yk, True, axis=ax)
+            nll_y = np.take_along_axis(nll, yk, axis=ax).squeeze(ax)
         per = (1 - label_smoothing) * wy * nll_y
         if label_smoothing:
-            per = per + label_smoothing / k * np.sum(wb * nll, axis=ax)
+            per = per + eps_k * np.sum(wb * nll, axis=ax)
         per = np.where(live, per, 0)
         a = np.expand_dims((1 - label_smoothing) * wy, ax)
-        grad = (a + label_smoothing / k * np.sum(w)) * p - a * onehot - label_smoothing / k * wb
+        grad = (a + eps_k * np.sum(w)) * p - a * onehot - eps_k * wb
         grad = np.where(np.expand_dims(live, ax), grad, 0)
         divisor = float(np.sum(wy))
     if reduction == "none":
@@ -468,7 +486,7 @@ def sigmoid_binary_cross_entropy(
     :math:`w\,[(1 - y)x + c(\log(1 + e^{-|x|}) + \max(-x, 0))]`, which for :math:`p_w = 1` is the
     stable :math:`\max(x, 0) - xy + \log(1 + e^{-|x|})`; gradient
     :math:`w\,(c\,\sigma(x) - p_w y)`. ``weight`` broadcasts to the input, ``pos_weight`` along
-    the last axis. ``mean`` divides by the number of elements.
+    the last axis. ``mean`` divides by the number of elements (NaN for none, as in PyTorch).
     """
     x, y = logits, targets
     pw = 1.0 if pos_weight is None else pos_weight
@@ -484,5 +502,7 @@ def sigmoid_binary_cross_entropy(
     g = 1.0 if grad_output is None else float(grad_output)
     if reduction == "sum":
         return np.asarray(np.sum(loss), x.dtype), (grad * g).astype(x.dtype)
+    if x.size == 0:
+        return np.asarray(np.nan, x.dtype), grad.astype(x.dtype)
     n = x.size
     return np.asarray(np.sum(loss) / n, x.dtype), (grad * (g / n)).astype(x.dtype)

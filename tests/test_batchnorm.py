@@ -362,10 +362,18 @@ def test_buffer_protocol_and_dlpack_inputs(rng):
     assert np.array_equal(bnfast.batch_norm(DLPackOnly(x), training=True).out, want)
 
 
-def test_empty_eval_batch(dtype):
+def test_empty_batch(isa, dtype):
+    """PyTorch's answer: an empty output; in training NaN saved statistics (the mean of no
+    values) and untouched running statistics; zero parameter gradients."""
     x = np.empty((0, 3), dtype)
-    y = bnfast.batch_norm(x, np.zeros(3, dtype), np.ones(3, dtype)).out
+    rm, rv = np.arange(3, dtype=dtype), np.full(3, 2.0, dtype)
+    y = bnfast.batch_norm(x, rm, rv).out
     assert y.shape == (0, 3)
+    y, mean, invstd = bnfast.batch_norm(x, rm, rv, training=True)
+    assert y.shape == (0, 3) and np.isnan(mean).all() and np.isnan(invstd).all()
+    assert np.array_equal(rm, np.arange(3, dtype=dtype)) and np.array_equal(rv, np.full(3, 2.0))
+    dx, dw, db = bnfast.batch_norm_backward(x, x, mean, invstd)
+    assert dx.shape == (0, 3) and np.array_equal(dw, np.zeros(3)) and np.array_equal(db, dw)
 
 
 # ---- bad input ---------------------------------------------------------------------------
@@ -375,7 +383,7 @@ def test_one_value_per_channel_in_training():
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         bnfast.batch_norm(np.ones((1, 4), np.float32), training=True)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
-        bnfast.batch_norm(np.ones((0, 4), np.float32), training=True)
+        bnfast.batch_norm(np.ones((1, 0), np.float32), training=True)  # PyTorch: C = 0 too
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         bnfast.nn.BatchNorm(4).forward(np.ones((1, 4), np.float32))
 

@@ -48,8 +48,8 @@ class BatchNorm(Module):
     ) -> None:
         if isinstance(num_features, bool) or not isinstance(num_features, (int, np.integer)):
             raise TypeError("num_features must be an int")
-        if num_features < 1:
-            raise ValueError(f"num_features must be >= 1, got {num_features}")
+        if num_features < 0:
+            raise ValueError(f"num_features must be >= 0, got {num_features}")
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")

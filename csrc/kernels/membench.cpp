@@ -10,6 +10,7 @@
 // (in double), so every result is bitwise the same for any thread count.
 #include <algorithm>
 
+#include "bnfast/contract.h"
 #include "bnfast/membench.h"
 #include "bnfast/parallel.h"
 #include "bnfast/vec.h"
@@ -140,6 +141,8 @@ UnitFn<T> pick(const MemArgs<T>& a) {
 
 template <class T>
 double run(const MemArgs<T>& a) {
+  // n is the extent of every array (the caller checks each one's size).
+  BNFAST_EXPECT(a.n >= 0 && a.k >= 0 && a.k <= kMemMaxArrays && a.m >= 0 && a.m <= kMemMaxArrays);
   if (a.n == 0) return 0.0;
   const UnitFn<T> f = pick(a);
   const i64 units = (a.n + kUnit - 1) / kUnit;

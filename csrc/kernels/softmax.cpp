@@ -812,7 +812,7 @@ constexpr i64 kBceUnitBytes = 32 * 1024;
 template <class T>
 void bce(const BceArgs<T>& a) {
   using V = Vec<T>;
-  BNFAST_EXPECT(a.n >= 0 && a.C >= 1 && a.n % a.C == 0);
+  BNFAST_EXPECT(a.n >= 0 && a.C >= 0 && (a.n == 0 || (a.C >= 1 && a.n % a.C == 0)));
   BNFAST_EXPECT(a.x != nullptr && a.y != nullptr && a.grad != nullptr && a.loss_sum);
   BNFAST_EXPECT_FITS(a.x, a.n_x, a.n);
   BNFAST_EXPECT_FITS(a.y, a.n_y, a.n);

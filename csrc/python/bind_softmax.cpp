@@ -25,7 +25,7 @@ const SoftmaxFns<T>& fns() {
 template <class T>
 py::array softmax(const py::array& x, int axis, bool log, const py::object& out) {
   SoftmaxArgs<T> a{};
-  a.s = view3(x, axis, "x");
+  a.s = view3(x, axis, "x", nullptr, true);
   a.x = in_ptr<T>(x, "x");
   a.n_x = x.size();
   a.log = log;
@@ -44,7 +44,7 @@ template <class T>
 py::array softmax_backward(const py::array& y, const py::array& dy, int axis, bool log,
                            const py::object& out) {
   SoftmaxBackwardArgs<T> a{};
-  a.s = view3(y, axis, "y");
+  a.s = view3(y, axis, "y", nullptr, true);
   a.y = in_ptr<T>(y, "y");
   a.n_y = y.size();
   check_shape(dy, shape_of(y), "dy");
@@ -237,8 +237,7 @@ py::tuple bce(const py::array& x, const py::array& y, const py::object& weight,
   a.n_y = y.size();
   if (reduction < 0 || reduction > 2) throw py::value_error("reduction must be 0, 1 or 2");
   a.n = x.size();
-  a.C = x.ndim() == 0 ? 1 : std::max<i64>(1, x.shape(x.ndim() - 1));
-  if (a.n == 0) a.C = 1;
+  a.C = x.ndim() == 0 ? 1 : x.shape(x.ndim() - 1);
   a.weight = bce_param<T>(weight, a.n, a.C, "weight", &a.weight_full, &a.n_weight);
   a.pos_weight =
       bce_param<T>(pos_weight, a.n, a.C, "pos_weight", &a.pos_weight_full, &a.n_pos_weight);

@@ -151,8 +151,14 @@ inline void check_finite(double v, const char* name) {
 }
 
 // (A, C, B) view of x around `axis`; `rest` (optional) receives the shape without the axis.
+// With `scalar_ok`, a 0-d x is one row of one value (axis 0 or -1, as PyTorch's softmax allows).
 inline Shape3 view3(const py::array& x, int axis, const char* name,
-                    std::vector<i64>* rest = nullptr) {
+                    std::vector<i64>* rest = nullptr, bool scalar_ok = false) {
+  if (scalar_ok && x.ndim() == 0) {
+    normalize_axis(axis, 1, name);
+    if (rest) rest->clear();
+    return {1, 1, 1};
+  }
   if (x.ndim() < 1) throw py::value_error(std::string(name) + " must have at least 1 dimension");
   const int ax = normalize_axis(axis, x.ndim(), name);
   Shape3 s{1, x.shape(ax), 1};

@@ -26,7 +26,7 @@ struct MemArgs {
   int k;
   T* out[kMemMaxArrays];
   int m;
-  std::int64_t n;
+  std::int64_t n;  // elements of every array (0 allowed)
   MemMode mode;
 };
 

@@ -85,7 +85,7 @@ struct BceArgs {
   const T* x;
   const T* y;
   std::int64_t n;
-  std::int64_t C;  // length of the last axis (>= 1; 1 when n == 0)
+  std::int64_t C;  // length of the last axis (1 for a 0-d x; 0 only when n == 0)
   const T* weight;
   bool weight_full;
   const T* pos_weight;
