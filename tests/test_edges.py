@@ -499,3 +499,67 @@ def test_vmath_and_membench_on_every_length(isa, dtype):
         assert _core.membench([x, x], [], "read") == pytest.approx(2 * float(x.sum()), rel=1e-4)
         _core.membench([x], [out], "update")
         assert np.array_equal(out, x)
+
+
+# ---- the table's answers against PyTorch's own -------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(3, 0), (0, 3), (2, 3, 0), (0, 3, 2, 2), (0,), (1, 0), (1, 3)])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_matches_pytorch_on_empty_and_tiny(isa, shape, training):
+    torch = pytest.importorskip("torch")
+    if shape == (0,) and training:
+        pytest.skip("PyTorch has no channel axis in 1-D: (0,) is a batch of 0 there, 1 x 0 here")
+    c = shape[1] if len(shape) > 1 else shape[0]
+    x = np.ones(shape, np.float32)
+    rm, rv = np.arange(c, dtype=np.float32), np.full(c, 2.0, np.float32)
+    trm, trv = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
+    axis = 1 if len(shape) > 1 else 0
+    try:
+        want = torch.nn.functional.batch_norm(torch.from_numpy(x), trm, trv, training=training)
+    except ValueError:
+        with pytest.raises(ValueError, match="more than 1 value per channel"):
+            bnfast.batch_norm(x, rm, rv, training=training, axis=axis)
+        return
+    got = bnfast.batch_norm(x, rm, rv, training=training, axis=axis).out
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(rm, trm.numpy())
+    np.testing.assert_array_equal(rv, trv.numpy())
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize(
+    ("shape", "prob"),
+    [
+        ((0, 5), False),
+        ((0, 5), True),
+        ((3, 0), False),
+        ((3, 0), True),
+        ((2, 4, 0), False),
+        ((4,), False),
+        ((4,), True),
+    ],
+)
+def test_losses_match_pytorch_on_empty_and_unbatched(isa, reduction, shape, prob):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = data(shape, np.float32, 0)
+    ax = 1 if len(shape) > 1 else 0
+    t = (
+        ref.softmax(data(shape, np.float64, 1), ax).astype(np.float32)
+        if prob
+        else np.asarray(
+            class_target(shape, ax, 0)
+            if shape[ax] == 0
+            else np.zeros(shape[:ax] + shape[ax + 1 :], np.int64)
+        )
+    )
+    loss, _ = bnfast.softmax_cross_entropy(x, t, reduction=reduction)
+    want = F.cross_entropy(torch.from_numpy(x), torch.from_numpy(t), reduction=reduction)
+    np.testing.assert_allclose(loss, want.numpy(), rtol=1e-5)
+    y = np.ones(shape, np.float32)
+    loss, _ = bnfast.sigmoid_binary_cross_entropy(x, y, reduction=reduction)
+    want = F.binary_cross_entropy_with_logits(
+        torch.from_numpy(x), torch.from_numpy(y), reduction=reduction
+    )
+    np.testing.assert_allclose(loss, want.numpy(), rtol=1e-5)

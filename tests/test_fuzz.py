@@ -6,7 +6,8 @@ this file under ASan/UBSan), never a partly written output after an exception.
 
 "Correct" here means: bitwise the result of the same call on clean inputs (aligned C-contiguous
 copies of the same values, no ``out``, no aliasing); the per-family tests check those against
-the NumPy reference. Arrays come in every dtype (float16/32/64, big-endian floats, ints, bool,
+the NumPy reference. Every test runs on every ISA (the ``isa`` fixture), so the sanitizer
+jobs fuzz each path. Arrays come in every dtype (float16/32/64, big-endian floats, ints, bool,
 complex, object) and memory layout (C, Fortran, sliced, negative strides, zero-stride broadcast
 views, read-only, misaligned, very large strides, zero-size), and outputs may alias inputs.
 """
@@ -232,7 +233,7 @@ def fresh_copy(a: Any) -> Any:
 
 
 @given(data=st.data())
-def test_fuzz_batch_norm(data):
+def test_fuzz_batch_norm(isa, data):
     draw = data.draw
     x = draw(hostile())
     axis = draw(st.integers(-3, 3))
@@ -259,7 +260,7 @@ def test_fuzz_batch_norm(data):
 
 
 @given(data=st.data())
-def test_fuzz_batch_norm_backward(data):
+def test_fuzz_batch_norm_backward(isa, data):
     draw = data.draw
     x = draw(hostile())
     axis = draw(st.integers(-3, 3))
@@ -284,7 +285,7 @@ def test_fuzz_batch_norm_backward(data):
 
 @pytest.mark.parametrize("log", [False, True])
 @given(data=st.data())
-def test_fuzz_softmax(log, data):
+def test_fuzz_softmax(isa, log, data):
     draw = data.draw
     fn = bnfast.log_softmax if log else bnfast.softmax
     x = draw(hostile())
@@ -295,7 +296,7 @@ def test_fuzz_softmax(log, data):
 
 @pytest.mark.parametrize("log", [False, True])
 @given(data=st.data())
-def test_fuzz_softmax_backward(log, data):
+def test_fuzz_softmax_backward(isa, log, data):
     draw = data.draw
     fn = bnfast.log_softmax_backward if log else bnfast.softmax_backward
     y = draw(hostile())
@@ -310,7 +311,7 @@ def test_fuzz_softmax_backward(log, data):
 
 
 @given(data=st.data())
-def test_fuzz_softmax_cross_entropy(data):
+def test_fuzz_softmax_cross_entropy(isa, data):
     draw = data.draw
     x = draw(hostile())
     axis = draw(st.integers(-3, 3))
@@ -361,7 +362,7 @@ def test_fuzz_softmax_cross_entropy(data):
 
 
 @given(data=st.data())
-def test_fuzz_sigmoid_binary_cross_entropy(data):
+def test_fuzz_sigmoid_binary_cross_entropy(isa, data):
     draw = data.draw
     x = draw(hostile())
     shape = x.shape if isinstance(x, np.ndarray) else None
@@ -399,7 +400,7 @@ OPTIMIZERS = {
 
 @pytest.mark.parametrize("kind", list(OPTIMIZERS))
 @given(data=st.data())
-def test_fuzz_optimizer_step(kind, data):
+def test_fuzz_optimizer_step(isa, kind, data):
     draw = data.draw
     n = draw(st.integers(0, 3))
     params = [draw(hostile(draw(shapes(1, 2)), nonarray=False)) for _ in range(n)]
@@ -423,7 +424,7 @@ def test_fuzz_optimizer_step(kind, data):
 
 
 @given(data=st.data())
-def test_fuzz_clip_grad_norm_and_global_norm(data):
+def test_fuzz_clip_grad_norm_and_global_norm(isa, data):
     draw = data.draw
     grads = [
         draw(hostile(nonarray=draw(st.integers(0, 9)) == 0)) for _ in range(draw(st.integers(0, 3)))
@@ -452,7 +453,7 @@ def test_fuzz_clip_grad_norm_and_global_norm(data):
 
 
 @given(data=st.data())
-def test_fuzz_layers(data):
+def test_fuzz_layers(isa, data):
     draw = data.draw
     c = draw(st.integers(1, 5))
     layer = draw(
@@ -488,7 +489,7 @@ def test_fuzz_layers(data):
 
 
 @given(data=st.data())
-def test_fuzz_losses(data):
+def test_fuzz_losses(isa, data):
     draw = data.draw
     k = draw(st.integers(1, 5))
     loss = draw(
@@ -556,7 +557,7 @@ CORE_ARITY = {
 
 @pytest.mark.parametrize("name", list(CORE_ARITY))
 @given(data=st.data())
-def test_fuzz_core_directly(threads, name, data):
+def test_fuzz_core_directly(isa, threads, name, data):
     """Random argument tuples straight into _core: results or clear errors, nothing written
     on error. (A few calls succeed by chance; their values are not checked here.)"""
     draw = data.draw
@@ -565,13 +566,12 @@ def test_fuzz_core_directly(threads, name, data):
     arrays = [a for a in args if isinstance(a, np.ndarray)]
     arrays += [a for lst in args if isinstance(lst, list) for a in lst]
     snap = snapshot(arrays)
-    isa = _core.active_isa()
     try:
         getattr(_core, name)(*args)
     except (*CLEAR, RuntimeError):
         assert unchanged(snap), "an array was written before the exception"
     finally:
-        _core.set_isa(isa)
+        _core.set_isa(isa)  # the call may have switched it
 
 
 def test_core_list_subclass_returning_fresh_arrays():

@@ -8,6 +8,8 @@ functions is not supported (it raises); use PyTorch's own where it is needed.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -32,16 +34,22 @@ __all__ = ["batch_norm", "cross_entropy"]
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
 
 
+def _is_channels_last(x: Tensor) -> bool:
+    fmt = _CHANNELS_LAST.get(x.dim())
+    return fmt is not None and x.is_contiguous(memory_format=fmt)
+
+
 def _channels_view(x: Tensor) -> tuple[Tensor, int] | None:
     """``x`` as a C-contiguous tensor over the same memory and its channel axis, or None.
 
     Contiguous inputs keep the channel axis 1; channels-last 4-D/5-D ones (the layouts whose
-    output PyTorch also gives channels-last) are viewed with the channel axis moved last.
+    output PyTorch also gives channels-last) are viewed with the channel axis moved last. An
+    empty tensor is contiguous whatever its strides: one laid out channels-last is viewed so,
+    as PyTorch's empty output keeps the input's layout.
     """
-    if x.is_contiguous():
+    if x.is_contiguous() and (x.numel() or not _is_channels_last(x)):
         return x, 1
-    fmt = _CHANNELS_LAST.get(x.dim())
-    if fmt is not None and x.is_contiguous(memory_format=fmt):
+    if _is_channels_last(x):
         return x.movedim(1, -1), -1
     return None
 
@@ -183,8 +191,9 @@ def batch_norm(
     """``torch.nn.functional.batch_norm`` on the bnfast kernels (same arguments and result).
 
     Running statistics are updated in place in training (unbiased variance, ``momentum`` the
-    weight of the batch). Contiguous and channels-last inputs run without copies; anything
-    else runs PyTorch's own function after a one-time warning.
+    weight of the batch); an empty input gives an empty output and leaves them as they are.
+    Contiguous and channels-last inputs run without copies; anything else runs PyTorch's own
+    function after a one-time warning.
     """
     return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
 
@@ -210,14 +219,22 @@ def _batch_norm(
             reason = _params_reason(params, x.dtype)
     if reason is None:
         view = _channels_view(x)
-        if x.numel() == 0:
-            reason = "empty input"
+        if x.dim() < 2:
+            reason = ""  # no channel axis: PyTorch's own answer (an error; empty for shape (0,))
         elif view is None:
             reason = f"input of strides {tuple(x.stride())} is neither contiguous nor channels-last"
         elif not training and (running_mean is None or running_var is None):
             reason = ""  # PyTorch's own error
-        elif training:
-            F._verify_batch_size(x.size())  # PyTorch's error for one value per channel
+        else:
+            # PyTorch's errors, in its order (the kernels' own messages differ).
+            if training:
+                F._verify_batch_size(x.size())  # one value per channel
+                if eps <= 0.0:
+                    raise ValueError(
+                        f"batch_norm eps must be positive during training, but got {eps}"
+                    )
+            if eps < 0.0:
+                raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
     if reason is not None:
         if reason:
             warn_fallback("batch_norm", reason)
@@ -243,7 +260,7 @@ def _batch_norm(
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _ce_reason(x, target, weight, reduction, label_smoothing) -> str | None:
+def _ce_reason(x, target, weight, ignore_index, reduction, label_smoothing) -> str | None:
     """Why the fused kernel cannot serve this call; "" for calls PyTorch must reject itself."""
     reason = tracing_reason() or tensor_reason(x, "input")
     if reason:
@@ -267,10 +284,10 @@ def _ce_reason(x, target, weight, reduction, label_smoothing) -> str | None:
     if target.dtype.is_floating_point:
         if target.shape != x.shape:
             return ""
+        if ignore_index >= 0:  # PyTorch's check, made before it promotes the dtypes
+            raise RuntimeError("ignore_index is not supported for floating point target")
         if target.dtype != x.dtype:  # PyTorch promotes
             return f"probability target is {target.dtype} while the input is {x.dtype}"
-        if target.requires_grad:
-            return "target requires grad"
     elif target.dtype == torch.int64:
         if target.shape != (x.shape[:1] + x.shape[2:] if x.dim() > 1 else ()):
             return ""
@@ -300,20 +317,49 @@ class _CrossEntropyFn(torch.autograd.Function):
                 None,
                 grad.numpy(),
             )
-        ctx.save_for_backward(grad)
-        ctx.axis = axis
+        # A probability target's gradient needs log_softmax(x): made in backward from x, and
+        # only for a target that requires grad (nothing kept or computed otherwise).
+        ctx.save_for_backward(grad, *((x, weight) if ctx.needs_input_grad[1] else ()))
+        ctx.axis, ctx.reduction, ctx.label_smoothing = axis, reduction, label_smoothing
         return torch.from_numpy(loss)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, go):  # type: ignore[override]
-        (grad,) = ctx.saved_tensors
-        if go.dim() == 0:
-            # loss.backward() passes 1: the fused pass already computed the whole gradient.
-            dx = grad if go.item() == 1.0 else grad * go
-        else:
-            dx = grad * go.unsqueeze(ctx.axis)
-        return dx, None, None, None, None, None
+        grad, *x_weight = ctx.saved_tensors
+        dx = dt = None
+        if ctx.needs_input_grad[0]:
+            if go.dim() == 0:
+                # loss.backward() passes 1: the fused pass already computed the whole gradient.
+                dx = grad if go.item() == 1.0 else grad * go
+            else:
+                dx = grad * go.unsqueeze(ctx.axis)
+        if x_weight:
+            dt = _target_grad(go, *x_weight, ctx.axis, ctx.reduction, ctx.label_smoothing)
+        return dx, dt, None, None, None, None
+
+
+def _target_grad(go, x, weight, axis, reduction, label_smoothing):  # type: ignore[no-untyped-def]
+    """The gradient of the loss with respect to a probability target.
+
+    The loss of a row is ``-sum_k w_k ((1 - s) t_k + s / K) logp_k`` (``s`` the label smoothing,
+    ``logp = log_softmax(x)``), so ``d loss / d t_k = -(1 - s) w_k logp_k``, times the row's
+    upstream gradient: ``go`` for "none" (one per row) and "sum", ``go / rows`` for "mean"
+    (PyTorch's divisor for probability targets: the number of rows, not a weight sum).
+    """
+    dt = empty(x.shape, x.dtype)
+    with torch_threads():
+        _core.softmax(as_numpy(x), axis, True, dt.numpy())
+    if reduction == "none":
+        scale = go.unsqueeze(axis)
+    elif reduction == "mean":
+        scale = go / math.prod(n for i, n in enumerate(x.shape) if i != axis)
+    else:
+        scale = go
+    dt.mul_(scale * -(1.0 - label_smoothing))
+    if weight is not None:
+        dt.mul_(weight.view((-1,) + (1,) * (x.dim() - axis - 1)))
+    return dt
 
 
 def cross_entropy(
@@ -332,8 +378,9 @@ def cross_entropy(
     ``ignore_index`` and ``label_smoothing``, or probability targets of the input's shape and
     dtype; ``reduction`` ``"mean"``, ``"sum"`` or ``"none"``; class axis 1 (or 0 for a 1-D
     input). The gradient is computed in the forward pass and kept for backward (one tensor of
-    the input's size, as PyTorch keeps its log-softmax). The deprecated ``size_average`` and
-    ``reduce`` run PyTorch's function.
+    the input's size, as PyTorch keeps its log-softmax). A probability target that requires
+    grad gets its gradient too (from a log-softmax of the input made in backward). The deprecated
+    ``size_average`` and ``reduce`` run PyTorch's function.
 
     Where PyTorch gives NaN for a row of all ``-inf`` logits, bnfast defines the result
     (loss ``+inf``; see :func:`bnfast.softmax_cross_entropy`).
@@ -341,7 +388,7 @@ def cross_entropy(
     if size_average is not None or reduce is not None:
         reason: str | None = "the deprecated size_average/reduce arguments"
     else:
-        reason = _ce_reason(input, target, weight, reduction, float(label_smoothing))
+        reason = _ce_reason(input, target, weight, ignore_index, reduction, float(label_smoothing))
     if reason is not None:
         if reason:
             warn_fallback("cross_entropy", reason)
