@@ -9,16 +9,12 @@ optimizers) and ``bnfast.torch``. Both libraries use ``BNFAST_BENCH_THREADS`` th
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-import bnfast
 
 torch = pytest.importorskip("torch")
 from bnfast.torch import bench as B  # noqa: E402
 
-THREADS = int(os.environ.get("BNFAST_BENCH_THREADS", "1"))
+pytestmark = pytest.mark.usefixtures("bench_threads")
 
 
 def _id(kernel: str, shape: tuple) -> str:
@@ -30,16 +26,6 @@ PARAMS = [
     for kernel, shape in B.CASES
     for impl in B.impls(kernel)
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    n_bnfast, n_torch = bnfast.get_num_threads(), torch.get_num_threads()
-    bnfast.set_num_threads(THREADS)
-    torch.set_num_threads(THREADS)
-    yield
-    bnfast.set_num_threads(n_bnfast)
-    torch.set_num_threads(n_torch)
 
 
 @pytest.mark.parametrize(("kernel", "shape", "impl"), PARAMS)

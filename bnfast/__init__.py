@@ -5,13 +5,33 @@ Batch normalization, softmax cross-entropy and optimizer updates as hand-written
 and a thin Python layer over them.
 """
 
+import importlib.util as _importlib_util
+import os as _os
+
 try:
     from bnfast import _core
-except ImportError as exc:  # e.g. importing the source tree instead of the installed package
+except ImportError as _exc:
+    # The usual cause is a source checkout first on sys.path (python -m/-c run from the
+    # repository root after a plain `pip install .`): its bnfast/ folder has no compiled
+    # extension and shadows the installed package. Say so, and what to run instead.
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    _root = _os.path.dirname(_here)
+    try:
+        _missing = _importlib_util.find_spec("bnfast._core") is None
+    except (ImportError, ValueError):
+        _missing = True
+    if _missing and _os.path.exists(_os.path.join(_root, "pyproject.toml")):
+        raise ImportError(
+            f"bnfast's compiled extension is missing from {_here}: this is the source tree, "
+            f"which shadows the installed package when Python runs from {_root}. Run from "
+            "another directory, or install in place (builds the extension once and imports "
+            "bnfast from the source tree, from any directory): pip install -e ."
+        ) from _exc
+    _problem = "is missing" if _missing else f"could not be imported ({_exc})"
     raise ImportError(
-        f"bnfast's compiled extension could not be imported ({exc}). Install the package "
-        "(pip install .) and import it from outside the source tree."
-    ) from exc
+        f"bnfast's compiled extension (bnfast._core) {_problem} in {_here}. Reinstall bnfast: "
+        "pip install --force-reinstall <its source folder or wheel>"
+    ) from _exc
 from bnfast import nn, optim, reference
 from bnfast._config import _apply_environment as _apply_environment
 from bnfast._config import (

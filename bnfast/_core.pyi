@@ -5,7 +5,7 @@ before writing anything and releases the GIL around the kernel.
 """
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -27,7 +27,7 @@ def empty_kernel_slots() -> list[str]: ...
 
 # ---- batch norm -------------------------------------------------------------------------
 
-def batchnorm_fwd_train(
+def batch_norm_train(
     x: np.ndarray,
     axis: int,
     weight: np.ndarray | None,
@@ -38,7 +38,7 @@ def batchnorm_fwd_train(
     eps: float,
     out: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-def batchnorm_fwd_eval(
+def batch_norm_eval(
     x: np.ndarray,
     axis: int,
     weight: np.ndarray | None,
@@ -48,7 +48,7 @@ def batchnorm_fwd_eval(
     eps: float,
     out: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-def batchnorm_backward(
+def batch_norm_backward(
     dy: np.ndarray,
     x: np.ndarray,
     axis: int,
@@ -66,7 +66,7 @@ def batchnorm_backward(
 def sgd_update(
     params: Sequence[np.ndarray],
     grads: Sequence[np.ndarray],
-    momentum_buffers: Sequence[np.ndarray] | None,
+    momentum_buffer: Sequence[np.ndarray] | None,
     lr: float,
     momentum: float,
     dampening: float,
@@ -115,34 +115,42 @@ def clip_grad_norm(
 def global_norm(arrays: Sequence[np.ndarray]) -> float: ...
 
 # ---- softmax / cross-entropy ----
-def softmax(x: np.ndarray, axis: int, log: bool, out: np.ndarray | None) -> np.ndarray:
-    """Softmax (log=False) or log-softmax (log=True) along axis."""
+def softmax(x: np.ndarray, axis: int, out: np.ndarray | None) -> np.ndarray:
+    """Softmax along axis."""
+
+def log_softmax(x: np.ndarray, axis: int, out: np.ndarray | None) -> np.ndarray:
+    """Log-softmax along axis."""
 
 def softmax_backward(
-    y: np.ndarray, dy: np.ndarray, axis: int, log: bool, out: np.ndarray | None
+    y: np.ndarray, dy: np.ndarray, axis: int, out: np.ndarray | None
 ) -> np.ndarray:
-    """Gradient of softmax / log-softmax from the forward output y."""
+    """Gradient of softmax from the forward output y."""
 
-def softmax_xent(
+def log_softmax_backward(
+    y: np.ndarray, dy: np.ndarray, axis: int, out: np.ndarray | None
+) -> np.ndarray:
+    """Gradient of log-softmax from the forward output y."""
+
+def softmax_cross_entropy(
     logits: np.ndarray,
     target: np.ndarray,
     axis: int,
     weight: np.ndarray | None,
     ignore_index: int,
-    reduction: int,
+    reduction: Literal["none", "mean", "sum"],
     label_smoothing: float,
     grad_output: Any,
     out: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(loss, dloss/dlogits); target int32/int64 class indices or float probabilities;
-    reduction 0 none, 1 mean, 2 sum; grad_output a float (mean/sum) or per-row array (none)."""
+    grad_output a float (mean/sum) or per-row array (none)."""
 
-def sigmoid_bce(
+def sigmoid_binary_cross_entropy(
     logits: np.ndarray,
     targets: np.ndarray,
     weight: np.ndarray | None,
     pos_weight: np.ndarray | None,
-    reduction: int,
+    reduction: Literal["none", "mean", "sum"],
     grad_output: Any,
     out: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:

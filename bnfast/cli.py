@@ -180,7 +180,7 @@ def _build(args: argparse.Namespace, in_features: int, num_classes: int, backend
 
 
 def _optimizer(args: argparse.Namespace, model: Any, backend: str) -> Any:
-    from bnfast.backend import make_optimizer
+    from bnfast.train import make_optimizer
 
     return make_optimizer("adam", model.parameters(), model.gradients(), backend, lr=args.lr)
 

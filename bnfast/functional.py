@@ -15,6 +15,7 @@ import numpy as np
 
 from bnfast import _core
 from bnfast._arrays import as_array, contiguous, float_input, inplace, optional_input
+from bnfast._deprecation import renamed_keywords
 
 __all__ = [
     "BatchNormOutput",
@@ -49,10 +50,14 @@ def batch_norm(
     training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    *,
     axis: int = 1,
     out: np.ndarray | None = None,
 ) -> BatchNormOutput:
     """Batch normalization, PyTorch's ``F.batch_norm`` semantics, any channel axis.
+
+    The positional arguments are ``F.batch_norm``'s, in its order; ``axis`` and ``out`` are
+    keyword-only. The running statistics may be left out in training (PyTorch takes None).
 
     Parameters
     ----------
@@ -95,13 +100,13 @@ def batch_norm(
     rm = inplace(running_mean, "running_mean")
     rv = inplace(running_var, "running_var")
     if training:
-        y, mean, invstd = _core.batchnorm_fwd_train(
+        y, mean, invstd = _core.batch_norm_train(
             x, axis, weight, bias, rm, rv, float(momentum), float(eps), out
         )
     else:
         if rm is None or rv is None:
             raise ValueError("running_mean and running_var are required when training=False")
-        y, mean, invstd = _core.batchnorm_fwd_eval(x, axis, weight, bias, rm, rv, float(eps), out)
+        y, mean, invstd = _core.batch_norm_eval(x, axis, weight, bias, rm, rv, float(eps), out)
     return BatchNormOutput(y, mean, invstd)
 
 
@@ -144,23 +149,16 @@ def batch_norm_backward(
     mean = float_input(mean, "mean", x.dtype)
     invstd = float_input(invstd, "invstd", x.dtype)
     weight = optional_input(weight, "weight", x.dtype)
-    return _core.batchnorm_backward(dy, x, axis, mean, invstd, weight, bool(training), out)
+    return _core.batch_norm_backward(dy, x, axis, mean, invstd, weight, bool(training), out)
 
 
 # ---- softmax and cross-entropy ------------------------------------------------------------------
 
-_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 
-
-def _reduction(reduction: str) -> int:
-    try:
-        return _REDUCTIONS[reduction]
-    except (KeyError, TypeError):
-        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}") from None
-
-
-def softmax(x: Any, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
+def softmax(x: Any, *, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
     """Softmax along ``axis``, computed as ``exp(x - max) / sum`` (never overflows).
+
+    ``axis`` (PyTorch's ``dim``) and ``out`` are keyword-only.
 
     Parameters
     ----------
@@ -179,16 +177,16 @@ def softmax(x: Any, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray
         value (``axis`` 0 or -1) and gives a 0-d result; an empty axis gives an empty result.
     """
     x = float_input(x, "x", keep_0d=True)
-    return _core.softmax(x, int(axis), False, out)
+    return _core.softmax(x, int(axis), out)
 
 
-def log_softmax(x: Any, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
+def log_softmax(x: Any, *, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
     """Log-softmax along ``axis``: ``x - max - log(sum(exp(x - max)))`` in that order.
 
     A row of all ``-inf`` gives ``-inf``; otherwise as :func:`softmax`.
     """
     x = float_input(x, "x", keep_0d=True)
-    return _core.softmax(x, int(axis), True, out)
+    return _core.log_softmax(x, int(axis), out)
 
 
 def softmax_backward(y: Any, dy: Any, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
@@ -198,7 +196,7 @@ def softmax_backward(y: Any, dy: Any, axis: int = -1, out: np.ndarray | None = N
     """
     y = float_input(y, "y", keep_0d=True)
     dy = float_input(dy, "dy", y.dtype, keep_0d=True)
-    return _core.softmax_backward(y, dy, int(axis), False, out)
+    return _core.softmax_backward(y, dy, int(axis), out)
 
 
 def log_softmax_backward(
@@ -207,15 +205,15 @@ def log_softmax_backward(
     """Gradient of :func:`log_softmax` from its output ``y``: ``dy - exp(y) * sum(dy)``."""
     y = float_input(y, "y", keep_0d=True)
     dy = float_input(dy, "dy", y.dtype, keep_0d=True)
-    return _core.softmax_backward(y, dy, int(axis), True, out)
+    return _core.log_softmax_backward(y, dy, int(axis), out)
 
 
-def _grad_output(grad_output: Any, reduction: int, dtype: np.dtype) -> Any:
+def _grad_output(grad_output: Any, reduction: str, dtype: np.dtype) -> Any:
     """A float for ``mean``/``sum``; for ``none`` an array of the loss's shape and the logits'
     dtype (a Python number is taken in that dtype, for a 0-d loss)."""
     if grad_output is None:
         return None
-    if reduction != 0:
+    if reduction != "none":
         return float(grad_output)
     if isinstance(grad_output, (int, float)) and not isinstance(grad_output, bool):
         grad_output = np.asarray(grad_output, dtype)
@@ -242,6 +240,7 @@ def softmax_cross_entropy(
     logits: Any,
     target: Any,
     weight: Any = None,
+    *,
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
@@ -251,7 +250,9 @@ def softmax_cross_entropy(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Softmax cross-entropy and its gradient w.r.t. the logits, in one pass over the logits.
 
-    PyTorch's ``F.cross_entropy`` semantics for every option.
+    PyTorch's ``F.cross_entropy`` semantics for every option. ``logits``, ``target`` and
+    ``weight`` may be positional; the rest are keyword-only (PyTorch's fourth positional
+    argument is the deprecated ``size_average``, which bnfast does not take).
 
     Parameters
     ----------
@@ -316,12 +317,11 @@ def softmax_cross_entropy(
                 "(only class-index targets can be ignored)"
             )
     w = optional_input(weight, "weight", x.dtype)
-    red = _reduction(reduction)
-    grad_output = _grad_output(grad_output, red, x.dtype)
+    grad_output = _grad_output(grad_output, reduction, x.dtype)
     if axis is None:
         axis = 0 if x.ndim == 1 else 1
-    return _core.softmax_xent(
-        x, t, int(axis), w, int(ignore_index), red, float(label_smoothing), grad_output, out
+    return _core.softmax_cross_entropy(
+        x, t, int(axis), w, int(ignore_index), reduction, float(label_smoothing), grad_output, out
     )
 
 
@@ -346,12 +346,14 @@ def _bce_param(obj: Any, name: str, shape: tuple[int, ...], dtype: np.dtype) -> 
     return np.ascontiguousarray(np.broadcast_to(a, shape))
 
 
+@renamed_keywords(targets="target")
 def sigmoid_binary_cross_entropy(
     logits: Any,
-    targets: Any,
+    target: Any,
     weight: Any = None,
-    pos_weight: Any = None,
+    *,
     reduction: str = "mean",
+    pos_weight: Any = None,
     grad_output: Any = None,
     out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -359,20 +361,22 @@ def sigmoid_binary_cross_entropy(
 
     One independent binary classifier per class, for labels that are not mutually exclusive.
     PyTorch's ``F.binary_cross_entropy_with_logits`` semantics, stable form
-    ``max(x, 0) - x*y + log1p(exp(-|x|))``.
+    ``max(x, 0) - x*y + log1p(exp(-|x|))``. ``logits``, ``target`` and ``weight`` may be
+    positional; the rest are keyword-only. ``targets=`` (the old name of ``target``) still
+    works, with a DeprecationWarning, until the next release.
 
     Parameters
     ----------
     logits : array_like, float32 or float64
         Any shape.
-    targets : array_like
+    target : array_like
         Same shape; cast to the logits' dtype (0/1 labels or probabilities).
     weight : array_like, optional
         Broadcast to the input's shape; multiplies the loss of each element.
-    pos_weight : array_like, optional
-        Weight of the positive term, broadcast along the last axis (one per class).
     reduction : {"mean", "sum", "none"}
         ``mean`` divides by the number of elements (NaN for an empty input, as in PyTorch).
+    pos_weight : array_like, optional
+        Weight of the positive term, broadcast along the last axis (one per class).
     grad_output : float or array_like, optional
         Upstream gradient (per element for ``none``).
     out : ndarray, optional
@@ -383,14 +387,13 @@ def sigmoid_binary_cross_entropy(
     loss, grad : ndarray
     """
     x = float_input(logits, "logits", keep_0d=True)
-    y = as_array(targets, "targets")
+    y = as_array(target, "target")
     if y.dtype.kind not in "biuf":
-        raise TypeError(f"targets must be numeric, got {y.dtype}")
+        raise TypeError(f"target must be numeric, got {y.dtype}")
     if y.shape != x.shape:
-        raise ValueError(f"targets must have the logits' shape {x.shape}, got {y.shape}")
-    y = contiguous(y, "targets", x.dtype, keep_0d=True)
+        raise ValueError(f"target must have the logits' shape {x.shape}, got {y.shape}")
+    y = contiguous(y, "target", x.dtype, keep_0d=True)
     w = _bce_param(weight, "weight", x.shape, x.dtype)
     pw = _bce_param(pos_weight, "pos_weight", x.shape, x.dtype)
-    red = _reduction(reduction)
-    grad_output = _grad_output(grad_output, red, x.dtype)
-    return _core.sigmoid_bce(x, y, w, pw, red, grad_output, out)
+    grad_output = _grad_output(grad_output, reduction, x.dtype)
+    return _core.sigmoid_binary_cross_entropy(x, y, w, pw, reduction, grad_output, out)

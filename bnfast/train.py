@@ -9,6 +9,10 @@ kernel), the backward pass and one fused optimizer call::
 Progress: a tqdm bar with the running loss and accuracy when tqdm is importable (it is in the
 ``demo`` extra, never required), else one printed line per epoch; ``progress=False`` is silent.
 
+Backends: :func:`make_optimizer` gives an optimizer by name on the ``"native"`` kernels
+(:mod:`bnfast.optim`) or on the NumPy reference (:class:`ReferenceAdam`), and the default loss
+follows the model's ``backend``, so one network trains on either (see :mod:`bnfast.backend`).
+
 Checkpoints: one ``.npz`` holding the model's state dict, the optimizer's (and the schedule's)
 state, the epoch reached and the history. ``fit(..., checkpoint=path)`` writes it after every
 epoch (atomically: a run killed while writing keeps the previous one); ``resume=True`` restores
@@ -22,15 +26,28 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from bnfast import optim, reference
+from bnfast.backend import check_backend
 from bnfast.data import minibatches
+from bnfast.nn.losses import SoftmaxCrossEntropy
 from bnfast.nn.module import Module
 
-__all__ = ["History", "evaluate", "fit", "load_checkpoint", "predict", "save_checkpoint"]
+__all__ = [
+    "History",
+    "ReferenceAdam",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "make_optimizer",
+    "predict",
+    "save_checkpoint",
+]
 
 _FORMAT = "bnfast-checkpoint-1"
 
@@ -67,9 +84,7 @@ class History:
 def _loss_for(model: Module, loss: Any) -> Any:
     if loss is not None:
         return loss
-    from bnfast.backend import make_loss
-
-    return make_loss(getattr(model, "backend", "native"))
+    return SoftmaxCrossEntropy().set_backend(getattr(model, "backend", "native"))
 
 
 def _check_xy(X: Any, y: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -125,6 +140,106 @@ def predict(
         model.train(was_training)
     logits = np.concatenate(parts) if parts else np.empty((0, 0))
     return logits if return_logits else np.argmax(logits, axis=1)
+
+
+# --- optimizers on either backend -----------------------------------------------------------
+
+
+class ReferenceAdam:
+    """Adam (PyTorch's, with bias correction) stepping through ``bnfast.reference.adam``.
+
+    The constructor, ``step(grads=None)``, ``zero_grad()``, the ``lr`` attribute and the state
+    dict follow :class:`bnfast.optim.Adam`; this is its NumPy-reference twin for
+    ``backend="numpy"`` runs, not a second implementation of the update.
+    """
+
+    def __init__(
+        self,
+        params: Sequence[np.ndarray],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        grads: Sequence[np.ndarray] | None = None,
+    ) -> None:
+        self.params = list(params)
+        self.grads = None if grads is None else list(grads)
+        self.lr = float(lr)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+        self.amsgrad = bool(amsgrad)
+        self.step_count = 0
+        self.exp_avg = [np.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [np.zeros_like(p) for p in self.params]
+        self.max_exp_avg_sq = [np.zeros_like(p) for p in self.params] if amsgrad else None
+
+    def step(self, grads: Sequence[np.ndarray] | None = None) -> None:
+        grads = self.grads if grads is None else list(grads)
+        if grads is None or len(grads) != len(self.params):
+            raise ValueError("step needs one gradient per parameter")
+        self.step_count += 1
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            vmax = None if self.max_exp_avg_sq is None else self.max_exp_avg_sq[i]
+            new = reference.adam(
+                p, g, self.exp_avg[i], self.exp_avg_sq[i], vmax, self.step_count,
+                lr=self.lr, betas=self.betas, eps=self.eps,
+                weight_decay=self.weight_decay, amsgrad=self.amsgrad,
+            )  # fmt: skip
+            # The reference is functional: copy the new values into the arrays in place.
+            for dst, src in zip((p, self.exp_avg[i], self.exp_avg_sq[i], vmax), new):
+                if dst is not None:
+                    dst[...] = src
+
+    def zero_grad(self) -> None:
+        for g in self.grads or []:
+            g.fill(0)
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "lr": self.lr,
+            "step": self.step_count,
+            "exp_avg": [a.copy() for a in self.exp_avg],
+            "exp_avg_sq": [a.copy() for a in self.exp_avg_sq],
+        }
+        if self.max_exp_avg_sq is not None:
+            state["max_exp_avg_sq"] = [a.copy() for a in self.max_exp_avg_sq]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.lr = float(state["lr"])
+        self.step_count = int(state["step"])
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            own = getattr(self, key)
+            if own is None:
+                continue
+            if len(state[key]) != len(own):
+                raise ValueError(f"{key}: expected {len(own)} arrays, got {len(state[key])}")
+            for dst, src in zip(own, state[key]):
+                dst[...] = src
+
+
+def make_optimizer(
+    name: str,
+    params: Sequence[np.ndarray],
+    grads: Sequence[np.ndarray] | None = None,
+    backend: str = "native",
+    **hyper: Any,
+) -> Any:
+    """An optimizer by its name in :data:`bnfast.optim.OPTIMIZERS` (``"adam"``, ``"sgd"``, ...).
+
+    ``backend="native"`` gives the :mod:`bnfast.optim` class; ``"numpy"`` gives the reference
+    twin, which exists for Adam only (NotImplementedError for the others).
+    """
+    key = name.lower()
+    if key not in optim.OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(optim.OPTIMIZERS)}")
+    if check_backend(backend) == "native":
+        return optim.OPTIMIZERS[key](params, grads=grads, **hyper)
+    if key != "adam":
+        raise NotImplementedError(f"backend='numpy' has no {name!r} optimizer (only 'adam')")
+    return ReferenceAdam(params, grads=grads, **hyper)
 
 
 # --- checkpoints -----------------------------------------------------------------------------
@@ -309,7 +424,7 @@ def fit(
         Samples (float, the model's dtype) and integer class labels.
     optimizer
         An optimizer over ``model.parameters()`` (:mod:`bnfast.optim`, or
-        :func:`bnfast.backend.make_optimizer`); ``optimizer.step(model.gradients())`` is
+        :func:`make_optimizer`); ``optimizer.step(model.gradients())`` is
         called once per batch.
     schedule : optional
         A learning-rate schedule (:mod:`bnfast.optim.schedules`) stepped once per epoch.

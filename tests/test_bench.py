@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pathlib
 
 import pytest
 
@@ -21,7 +22,7 @@ ROW_FIELDS = {
 def test_quick_cli_json(tmp_path, capsys, threads):
     path = tmp_path / "bench.json"
     # one kernel per family keeps the test short; every case is exercised by the next test
-    argv = ["bench", "--quick", "--quiet", "--kernels", "bn_*,softmax_xent,adam",
+    argv = ["bench", "--quick", "--quiet", "--kernels", "batch_norm_*,softmax_cross_entropy,adam",
             "--rounds", "2", "--threads", "1,2", "--json", str(path)]  # fmt: skip
     assert main(argv) == 0
     table = capsys.readouterr().out
@@ -37,7 +38,7 @@ def test_quick_cli_json(tmp_path, capsys, threads):
         assert r["median_s"] > 0 and math.isfinite(r["gbps"]) and r["sol_s"] > 0
         assert r["bytes"] > 0 and r["bytes_formula"]
     seen = {(r["kernel"], r["threads"], r["impl"]) for r in rows}
-    for kernel in ("bn_train", "bn_eval", "bn_backward"):
+    for kernel in ("batch_norm_train", "batch_norm_eval", "batch_norm_backward"):
         for nt in (1, 2):
             assert (kernel, nt, "speed-of-light") in seen
             assert (kernel, nt, "numpy") in seen
@@ -47,14 +48,17 @@ def test_quick_cli_json(tmp_path, capsys, threads):
     assert all(r["sol_share"] == pytest.approx(1.0) for r in sol)
     # cross-entropy alone has a compute floor: exp of every logit, timed in the same rounds
     for r in rows:
-        if r["kernel"] == "softmax_xent":
+        if r["kernel"] == "softmax_cross_entropy":
             assert r["floor_pattern"] == "r1w1 exp" and r["floor_s"] > 0 and r["floor_share"] > 0
         else:
             assert r["floor_pattern"] is None and r["floor_s"] is None and r["floor_share"] is None
     assert "| kernel | shape | thr | SOL | compute floor | bnfast | % SOL | % floor |" in table
     numpy_rows = [r for r in rows if r["impl"] == "numpy"]
     assert all(r["vs_numpy"] == pytest.approx(1.0) for r in numpy_rows)
-    assert {o["binding"] for o in result["overhead"]} >= {"_core.batchnorm_fwd_train"}
+    assert {o["binding"] for o in result["overhead"]} >= {
+        "_core.batch_norm_train",
+        "_core.softmax_cross_entropy",
+    }
     assert bnfast.get_num_threads() != 0
     full = bench.format_table(result, all_rows=True)
     assert "| kernel | shape | thr | impl |" in full
@@ -67,29 +71,66 @@ def test_every_quick_case_builds_and_runs():
         for impl in impls.values():
             impl.fn()
         assert case.nbytes == sum(p.nbytes for p in case.passes)
-        if case.kernel.startswith("bn_"):
+        if case.kernel.startswith("batch_norm_"):
             assert {f"bnfast-{isa}" for isa in bnfast.available_isas()} <= set(impls)
 
 
 def test_reference_shapes_and_formulas():
     full = {(c.kernel, c.shape): c for c in bench.cases()}
     assert {"256x1024", "8192x1024", "nchw-32x64x56x56", "nhwc-32x56x56x64"} == {
-        s for k, s in full if k == "bn_train"
+        s for k, s in full if k == "batch_norm_train"
     }
-    assert {"256x10", "4096x1000", "65536x10"} == {s for k, s in full if k == "softmax_xent"}
+    assert {"256x10", "4096x1000", "65536x10"} == {
+        s for k, s in full if k == "softmax_cross_entropy"
+    }
     assert {"1e5", "1e7", "1e7/100"} == {s for k, s in full if k == "adam"}
     n = 8192 * 1024
-    assert full["bn_train", "8192x1024"].nbytes == 3 * 4 * n
-    assert full["bn_eval", "8192x1024"].nbytes == 2 * 4 * n
-    assert full["bn_backward", "8192x1024"].nbytes == 5 * 4 * n
+    assert full["batch_norm_train", "8192x1024"].nbytes == 3 * 4 * n
+    assert full["batch_norm_eval", "8192x1024"].nbytes == 2 * 4 * n
+    assert full["batch_norm_backward", "8192x1024"].nbytes == 5 * 4 * n
     # a channel of NCHW (32 planes of 56x56) fits in cache: one pass over memory
     m = 32 * 64 * 56 * 56
-    assert full["bn_train", "nchw-32x64x56x56"].nbytes == 2 * 4 * m
-    assert full["bn_backward", "nchw-32x64x56x56"].nbytes == 3 * 4 * m
-    assert full["bn_train", "nhwc-32x56x56x64"].nbytes == 3 * 4 * m
-    assert full["softmax_xent", "4096x1000"].nbytes == 2 * 4 * 4096 * 1000 + 8 * 4096
+    assert full["batch_norm_train", "nchw-32x64x56x56"].nbytes == 2 * 4 * m
+    assert full["batch_norm_backward", "nchw-32x64x56x56"].nbytes == 3 * 4 * m
+    assert full["batch_norm_train", "nhwc-32x56x56x64"].nbytes == 3 * 4 * m
+    assert full["softmax_cross_entropy", "4096x1000"].nbytes == 2 * 4 * 4096 * 1000 + 8 * 4096
     assert full["adam", "1e7/100"].nbytes == 7 * 4 * 10**7
     assert full["sgd", "1e5"].nbytes == 3 * 4 * 10**5
+
+
+def test_case_ids_are_public_names():
+    ids = {c.kernel for c in bench.cases(quick=True)}
+    assert ids == {
+        "batch_norm_train",
+        "batch_norm_eval",
+        "batch_norm_backward",
+        "softmax_cross_entropy",
+        "sgd",
+        "sgd_momentum",
+        "rmsprop",
+        "adam",
+        "adamw",
+    }
+    public = {*dir(bnfast), *(name.lower() for name in dir(bnfast.optim))}
+    for kernel in ids - {"sgd_momentum"}:  # SGD with momentum: sgd's second case
+        assert (
+            kernel.removesuffix("_train").removesuffix("_eval").removesuffix("_backward") in public
+        )
+    assert set(bench.OLD_IDS.values()) <= ids
+    pytest.importorskip("torch")
+    from bnfast.torch import bench as torch_bench
+
+    assert {k for k, _ in torch_bench.CASES} <= ids
+
+
+def test_old_result_ids_map_to_case_ids():
+    """JSON files of earlier runs (bench/results/) keep their ids; OLD_IDS reads them."""
+    ids = {c.kernel for c in bench.cases(quick=True)}
+    paths = sorted((pathlib.Path(__file__).parents[1] / "bench" / "results").glob("*.json"))
+    for path in paths:
+        run = json.loads(path.read_text())
+        for r in run["rows"] + run.get("dropin", []):
+            assert bench.OLD_IDS.get(r["kernel"], r["kernel"]) in ids, (path.name, r["kernel"])
 
 
 def test_filters_select_nothing():
@@ -104,9 +145,7 @@ def test_bad_threads_argument(capsys):
 
 def test_torch_dropin_rows():
     pytest.importorskip("torch")
-    from bnfast import bench
-
-    rows = bench.dropin(threads=[1], rounds=1, min_sample=0, kernels=["xent-fwd-bwd"])
+    rows = bench.dropin(threads=[1], rounds=1, min_sample=0, kernels=["softmax_cross_entropy"])
     assert {r["shape"] for r in rows} == {"256x10", "4096x1000", "65536x10"}
     for r in rows:
         assert r["torch"] > 0 and r["bnfast.torch"] > 0 and r["speedup"] > 0

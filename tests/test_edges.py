@@ -269,6 +269,10 @@ OPTIMIZERS = {
 }
 
 
+def test_every_optimizer_is_swept():
+    assert set(OPTIMIZERS) == set(bnfast.optim.OPTIMIZERS)
+
+
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_optimizer_with_empty_parameters(isa, dtype, name):
     """An empty parameter changes nothing for the others (bitwise), and a list of only empty

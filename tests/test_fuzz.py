@@ -14,6 +14,7 @@ views, read-only, misaligned, very large strides, zero-size), and outputs may al
 
 from __future__ import annotations
 
+import ast
 import copy
 import warnings
 from collections.abc import Callable
@@ -247,11 +248,11 @@ def test_fuzz_batch_norm(isa, data):
 
     def expected():
         return bnfast.batch_norm(
-            clean(x), crm, crv, clean(w), clean(b), training, momentum, eps, axis
+            clean(x), crm, crv, clean(w), clean(b), training, momentum, eps, axis=axis
         )
 
     check(
-        lambda: bnfast.batch_norm(x, rm, rv, w, b, training, momentum, eps, axis, out),
+        lambda: bnfast.batch_norm(x, rm, rv, w, b, training, momentum, eps, axis=axis, out=out),
         [rm, rv, out],
         None if out is x else expected,
         lambda: [np.asarray(a) for a in (rm, rv) if a is not None],
@@ -291,7 +292,11 @@ def test_fuzz_softmax(isa, log, data):
     x = draw(hostile())
     axis = draw(st.integers(-4, 4))
     out = maybe_out(draw, x)
-    check(lambda: fn(x, axis, out), [out], None if out is x else lambda: fn(clean(x), axis))
+    check(
+        lambda: fn(x, axis=axis, out=out),
+        [out],
+        None if out is x else lambda: fn(clean(x), axis=axis),
+    )
 
 
 @pytest.mark.parametrize("log", [False, True])
@@ -342,21 +347,16 @@ def test_fuzz_softmax_cross_entropy(isa, data):
         grad_output = draw(hostile(rows))
     ignore_index = draw(st.sampled_from([-100, 0, 1, True]))
     out = maybe_out(draw, x)
-    args = (w, ignore_index, reduction, smoothing)
+    kw = {"ignore_index": ignore_index, "reduction": reduction, "label_smoothing": smoothing}
     check(
-        lambda: bnfast.softmax_cross_entropy(x, t, *args, grad_output, axis, out),
+        lambda: bnfast.softmax_cross_entropy(
+            x, t, w, **kw, grad_output=grad_output, axis=axis, out=out
+        ),
         [out],
         None
         if out is x or out is t
         else lambda: bnfast.softmax_cross_entropy(
-            clean(x),
-            clean(t),
-            clean(w),
-            ignore_index,
-            reduction,
-            smoothing,
-            clean(grad_output),
-            axis,
+            clean(x), clean(t), clean(w), **kw, grad_output=clean(grad_output), axis=axis
         ),
     )
 
@@ -377,12 +377,19 @@ def test_fuzz_sigmoid_binary_cross_entropy(isa, data):
         grad_output = draw(hostile(shape))
     out = maybe_out(draw, x)
     check(
-        lambda: bnfast.sigmoid_binary_cross_entropy(x, y, w, pw, reduction, grad_output, out),
+        lambda: bnfast.sigmoid_binary_cross_entropy(
+            x, y, w, reduction=reduction, pos_weight=pw, grad_output=grad_output, out=out
+        ),
         [out],
         None
         if out is x
         else lambda: bnfast.sigmoid_binary_cross_entropy(
-            clean(x), clean(y), clean(w), clean(pw), reduction, clean(grad_output)
+            clean(x),
+            clean(y),
+            clean(w),
+            reduction=reduction,
+            pos_weight=clean(pw),
+            grad_output=clean(grad_output),
         ),
     )
 
@@ -396,6 +403,10 @@ OPTIMIZERS = {
     "adam": lambda p: Adam(p, lr=0.01, amsgrad=True),
     "adamw": lambda p: AdamW(p, lr=0.01),
 }
+
+
+def test_every_optimizer_is_fuzzed():
+    assert set(OPTIMIZERS) == set(bnfast.optim.OPTIMIZERS)
 
 
 @pytest.mark.parametrize("kind", list(OPTIMIZERS))
@@ -441,11 +452,11 @@ def test_fuzz_clip_grad_norm_and_global_norm(isa, data):
     )
     snap = snapshot(grads)
     try:
-        got = clip_grad_norm(grads, max_norm, nonfinite)
+        got = clip_grad_norm(grads, max_norm, error_if_nonfinite=nonfinite)
     except (*CLEAR, RuntimeError):
         assert unchanged(snap)
         return
-    want = clip_grad_norm(copies, max_norm, nonfinite)
+    want = clip_grad_norm(copies, max_norm, error_if_nonfinite=nonfinite)
     assert bitwise(as_list(got) + as_list(grads), as_list(want) + as_list(copies))
 
 
@@ -534,25 +545,18 @@ def _core_arg(draw) -> Any:
     return draw(st.sampled_from(NOT_ARRAYS))
 
 
-CORE_ARITY = {
-    "batchnorm_fwd_train": 9,
-    "batchnorm_fwd_eval": 8,
-    "batchnorm_backward": 8,
-    "softmax": 4,
-    "softmax_backward": 5,
-    "softmax_xent": 9,
-    "sigmoid_bce": 7,
-    "sgd_update": 9,
-    "momentum_update": 5,
-    "rmsprop_update": 11,
-    "adam_update": 13,
-    "clip_grad_norm": 3,
-    "global_norm": 1,
-    "vmath_exp": 1,
-    "vmath_log": 1,
-    "set_isa": 1,
-    "set_num_threads": 1,
-}
+def _core_arity() -> dict[str, int]:
+    """Every function of _core with its number of parameters, from the signature pybind11 writes
+    as the first line of its docstring (the module itself is the list)."""
+    arity = {}
+    for name, fn in sorted(vars(_core).items()):
+        if not name.startswith("_") and callable(fn):
+            header = ast.parse(f"def {fn.__doc__.splitlines()[0]}: ...").body[0]
+            arity[name] = len(header.args.args)  # type: ignore[attr-defined]
+    return arity
+
+
+CORE_ARITY = _core_arity()
 
 
 @pytest.mark.parametrize("name", list(CORE_ARITY))
@@ -566,12 +570,19 @@ def test_fuzz_core_directly(isa, threads, name, data):
     arrays = [a for a in args if isinstance(a, np.ndarray)]
     arrays += [a for lst in args if isinstance(lst, list) for a in lst]
     snap = snapshot(arrays)
+    # The call may change the ISA, the thread count or the parallel thresholds: restore them.
+    state = (_core.get_num_threads(), _core.get_parallel_min_bytes())
+    thread_limit = _core.swap_thread_parallel_min_bytes(-1)
+    _core.swap_thread_parallel_min_bytes(thread_limit)
     try:
         getattr(_core, name)(*args)
     except (*CLEAR, RuntimeError):
         assert unchanged(snap), "an array was written before the exception"
     finally:
-        _core.set_isa(isa)  # the call may have switched it
+        _core.set_isa(isa)
+        _core.set_num_threads(state[0])
+        _core.set_parallel_min_bytes(state[1])
+        _core.swap_thread_parallel_min_bytes(thread_limit)
 
 
 def test_core_list_subclass_returning_fresh_arrays():

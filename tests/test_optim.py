@@ -375,7 +375,7 @@ def test_refusals_in_core_modify_nothing(rng):
         _core.adam_update(params, grads, m, v, None, 0, 0.1, 0.9, 0.999, 1e-8, 0, False, False)
     with pytest.raises(ValueError, match="beta1"):
         _core.adam_update(params, grads, m, v, None, 1, 0.1, 1.0, 0.999, 1e-8, 0, False, False)
-    with pytest.raises(ValueError, match="momentum_buffers"):
+    with pytest.raises(ValueError, match="momentum_buffer"):
         _core.sgd_update(params, grads, None, 0.1, 0.9, 0.0, 0.0, False, True)
     with pytest.raises(ValueError, match="nesterov"):
         _core.sgd_update(params, grads, m, 0.1, 0.9, 0.5, 0.0, True, True)

@@ -79,13 +79,17 @@ def make_cases(dtype, scale: int = 1) -> dict[str, Case]:
         return [np.float64(clip_grad_norm(gs, 1.0)), *gs]
 
     return {
-        "bn_train_rows": lambda: bn_train(x, w, b),
-        "bn_train_planes": lambda: bn_train(x4, w4, None),
-        "bn_eval": lambda: list(bnfast.batch_norm(x, mean, 1 / invstd**2, w, b)),
-        "bn_eval_planes": lambda: list(bnfast.batch_norm(x4, mean4, 1 / invstd4**2)),
-        "bn_backward_rows": lambda: list(bnfast.batch_norm_backward(dy, x, mean, invstd, w)),
-        "bn_backward_planes": lambda: list(bnfast.batch_norm_backward(dy4, x4, mean4, invstd4)),
-        "bn_backward_eval": lambda: list(
+        "batch_norm_train_rows": lambda: bn_train(x, w, b),
+        "batch_norm_train_planes": lambda: bn_train(x4, w4, None),
+        "batch_norm_eval": lambda: list(bnfast.batch_norm(x, mean, 1 / invstd**2, w, b)),
+        "batch_norm_eval_planes": lambda: list(bnfast.batch_norm(x4, mean4, 1 / invstd4**2)),
+        "batch_norm_backward_rows": lambda: list(
+            bnfast.batch_norm_backward(dy, x, mean, invstd, w)
+        ),
+        "batch_norm_backward_planes": lambda: list(
+            bnfast.batch_norm_backward(dy4, x4, mean4, invstd4)
+        ),
+        "batch_norm_backward_eval": lambda: list(
             bnfast.batch_norm_backward(dy, x, mean, invstd, w, training=False)
         ),
         "softmax": lambda: [bnfast.softmax(x)],
@@ -93,14 +97,20 @@ def make_cases(dtype, scale: int = 1) -> dict[str, Case]:
         "log_softmax": lambda: [bnfast.log_softmax(x)],
         "softmax_backward": lambda: [bnfast.softmax_backward(y_sm, dy)],
         "log_softmax_backward": lambda: [bnfast.log_softmax_backward(y_lsm, dy, axis=-1)],
-        "xent_classes": lambda: list(bnfast.softmax_cross_entropy(x, labels, cls_w)),
-        "xent_classes_none": lambda: list(
+        "softmax_cross_entropy_classes": lambda: list(
+            bnfast.softmax_cross_entropy(x, labels, cls_w)
+        ),
+        "softmax_cross_entropy_classes_none": lambda: list(
             bnfast.softmax_cross_entropy(x, labels, reduction="none", label_smoothing=0.1)
         ),
-        "xent_probs": lambda: list(bnfast.softmax_cross_entropy(x, probs, reduction="sum")),
-        "xent_nchw": lambda: list(bnfast.softmax_cross_entropy(x4, labels4)),
-        "bce": lambda: list(bnfast.sigmoid_binary_cross_entropy(x, bin_t, pos_weight=w)),
-        "bce_weight_none": lambda: list(
+        "softmax_cross_entropy_probs": lambda: list(
+            bnfast.softmax_cross_entropy(x, probs, reduction="sum")
+        ),
+        "softmax_cross_entropy_nchw": lambda: list(bnfast.softmax_cross_entropy(x4, labels4)),
+        "sigmoid_binary_cross_entropy": lambda: list(
+            bnfast.sigmoid_binary_cross_entropy(x, bin_t, pos_weight=w)
+        ),
+        "sigmoid_binary_cross_entropy_weight_none": lambda: list(
             bnfast.sigmoid_binary_cross_entropy(x, bin_t, weight=x, reduction="none")
         ),
         "sgd": optimizer(SGD, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
@@ -212,7 +222,7 @@ GIL_CALLS: dict[str, Callable[[np.ndarray], object]] = {
     "softmax": lambda x: bnfast.softmax(x),
     "softmax_backward": lambda x: bnfast.softmax_backward(x, x),
     "softmax_cross_entropy": lambda x: bnfast.softmax_cross_entropy(x, np.zeros(len(x), int)),
-    "sigmoid_bce": lambda x: bnfast.sigmoid_binary_cross_entropy(x, x),
+    "sigmoid_binary_cross_entropy": lambda x: bnfast.sigmoid_binary_cross_entropy(x, x),
     "adam": lambda x: Adam([x.copy()], lr=0.1).step([x]),
     "global_norm": lambda x: global_norm([x] * 8),  # one call, 8 passes over x
     "vmath_exp": lambda x: _core.vmath_exp(x),
@@ -329,19 +339,33 @@ def _leak_calls(dtype=np.float32):
 
     keep = (x, dy, w, rm, rv, mean, invstd, out, t, p[0], g[0], s1[0], s2[0], s3[0], ints, go)
     calls = {
-        "bn_train": lambda: _core.batchnorm_fwd_train(x, 1, w, w, rm, rv, 0.1, 1e-5, out),
-        "bn_eval": lambda: _core.batchnorm_fwd_eval(x, 1, w, None, rm, rv, 1e-5, None),
-        "bn_backward": lambda: _core.batchnorm_backward(dy, x, 1, mean, invstd, w, True, None),
-        "bn_bad": raises(lambda: _core.batchnorm_fwd_train(ints, 1, w, w, rm, rv, 0.1, 1e-5, None)),
-        "bn_bad_out": raises(lambda: _core.batchnorm_fwd_eval(x, 1, w, None, rm, rv, 1e-5, w)),
-        "softmax": lambda: _core.softmax(x, -1, False, out),
-        "softmax_bad": raises(lambda: _core.softmax(x, 5, True, None)),
-        "softmax_backward": lambda: _core.softmax_backward(x, dy, -1, True, None),
-        "xent": lambda: _core.softmax_xent(x, t, 1, w, -100, 1, 0.1, None, None),
-        "xent_none": lambda: _core.softmax_xent(x, t, 1, None, -100, 0, 0.0, go, None),
-        "xent_bad": raises(lambda: _core.softmax_xent(x, t + 9, 1, None, -100, 1, 0.0, None, None)),
-        "bce": lambda: _core.sigmoid_bce(x, dy, w, w, 1, 2.0, None),
-        "bce_bad": raises(lambda: _core.sigmoid_bce(x, ints, None, None, 1, None, None)),
+        "batch_norm_train": lambda: _core.batch_norm_train(x, 1, w, w, rm, rv, 0.1, 1e-5, out),
+        "batch_norm_eval": lambda: _core.batch_norm_eval(x, 1, w, None, rm, rv, 1e-5, None),
+        "batch_norm_backward": lambda: _core.batch_norm_backward(
+            dy, x, 1, mean, invstd, w, True, None
+        ),
+        "batch_norm_bad": raises(
+            lambda: _core.batch_norm_train(ints, 1, w, w, rm, rv, 0.1, 1e-5, None)
+        ),
+        "batch_norm_bad_out": raises(lambda: _core.batch_norm_eval(x, 1, w, None, rm, rv, 1e-5, w)),
+        "softmax": lambda: _core.softmax(x, -1, out),
+        "log_softmax_bad": raises(lambda: _core.log_softmax(x, 5, None)),
+        "log_softmax_backward": lambda: _core.log_softmax_backward(x, dy, -1, None),
+        "softmax_cross_entropy": lambda: _core.softmax_cross_entropy(
+            x, t, 1, w, -100, "mean", 0.1, None, None
+        ),
+        "softmax_cross_entropy_none": lambda: _core.softmax_cross_entropy(
+            x, t, 1, None, -100, "none", 0.0, go, None
+        ),
+        "softmax_cross_entropy_bad": raises(
+            lambda: _core.softmax_cross_entropy(x, t + 9, 1, None, -100, "mean", 0.0, None, None)
+        ),
+        "sigmoid_binary_cross_entropy": lambda: _core.sigmoid_binary_cross_entropy(
+            x, dy, w, w, "mean", 2.0, None
+        ),
+        "sigmoid_binary_cross_entropy_bad": raises(
+            lambda: _core.sigmoid_binary_cross_entropy(x, ints, None, None, "mean", None, None)
+        ),
         "sgd": lambda: _core.sgd_update(p, g, s1, 0.1, 0.9, 0.0, 0.0, False, False),
         "momentum": lambda: _core.momentum_update(p, g, s1, 0.1, 0.9),
         "rmsprop": lambda: _core.rmsprop_update(p, g, s1, s2, s3, 0.1, 0.9, 1e-8, 0.0, 0.5, True),
@@ -380,8 +404,10 @@ def _check_flat(n_calls: int, rss_slack: int):
     if not SANITIZED:  # ASan quarantines freed memory: RSS grows by design
         assert grown < rss_slack, f"RSS grew by {grown / 2**20:.1f} MiB over {n_calls} calls each"
     # Outputs hold exactly one reference (the caller's).
-    y, _, _ = _core.batchnorm_fwd_eval(keep[0], 1, None, None, keep[3], keep[4], 1e-5, None)
-    loss, grad = _core.softmax_xent(keep[0], keep[8], 1, None, -100, 1, 0.0, None, None)
+    y, _, _ = _core.batch_norm_eval(keep[0], 1, None, None, keep[3], keep[4], 1e-5, None)
+    loss, grad = _core.softmax_cross_entropy(
+        keep[0], keep[8], 1, None, -100, "mean", 0.0, None, None
+    )
     assert sys.getrefcount(y) == sys.getrefcount(loss) == sys.getrefcount(grad) == 2
 
 
@@ -412,7 +438,7 @@ HUGE_CALLS: dict[str, Callable[[np.ndarray], object]] = {
     "softmax_backward": lambda v: bnfast.softmax_backward(v, v),
     "log_softmax_backward": lambda v: bnfast.log_softmax_backward(v, v),
     "softmax_cross_entropy": lambda v: bnfast.softmax_cross_entropy(v, 0, axis=0),
-    "sigmoid_bce": lambda v: bnfast.sigmoid_binary_cross_entropy(v, v),
+    "sigmoid_binary_cross_entropy": lambda v: bnfast.sigmoid_binary_cross_entropy(v, v),
     "global_norm": lambda v: global_norm([v]),
     "clip_grad_norm": lambda v: clip_grad_norm([v], 1.0),
     "optimizer_grads": lambda v: SGD([np.zeros(v.shape[-1:], v.dtype)], lr=0.1).step([v]),
@@ -436,13 +462,13 @@ def test_huge_views_refused_by_core():
     """_core itself never copies: non-contiguous or read-only views are refused."""
     v = huge_view()
     with pytest.raises(ValueError, match="C-contiguous"):
-        _core.softmax(v[::2], -1, False, None)
+        _core.softmax(v[::2], -1, None)
     with pytest.raises(ValueError, match="C-contiguous"):
         _core.clip_grad_norm([v], 1.0, False)
     with pytest.raises(ValueError, match="read-only"):
         _core.clip_grad_norm([huge_view(shape=(1,))], 1.0, False)
     with pytest.raises(ValueError, match="C-contiguous"):
-        _core.batchnorm_fwd_eval(huge_view(shape=(4, 1 << 30)), 1, None, None, v, v, 1e-5, None)
+        _core.batch_norm_eval(huge_view(shape=(4, 1 << 30)), 1, None, None, v, v, 1e-5, None)
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 
 The trainer's mechanics are tested with a small squared-error loss and plain SGD written here
 (test doubles, no kernels); the tests at the end use the softmax cross-entropy kernels, Adam and
-their reference twins (``bnfast.nn.losses``, ``bnfast.optim``, ``bnfast.reference``).
+their reference twins (the ``"numpy"`` backend of ``bnfast.nn`` and ``make_optimizer``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,17 @@ import numpy as np
 import pytest
 
 from bnfast import nn
-from bnfast.backend import make_loss, make_optimizer
 from bnfast.data import DataError, load_digits, load_npz, minibatches, split_standardize
 from bnfast.testing import assert_close
-from bnfast.train import History, evaluate, fit, load_checkpoint, predict, save_checkpoint
+from bnfast.train import (
+    History,
+    evaluate,
+    fit,
+    load_checkpoint,
+    make_optimizer,
+    predict,
+    save_checkpoint,
+)
 
 # --- test doubles ----------------------------------------------------------------------------
 
@@ -329,7 +336,8 @@ def test_training_steps_native_vs_reference(isa, dtype, steps):
     models, opts, losses = {}, {}, {}
     for backend in ("native", "numpy"):
         m = nn.mlp(5, [33, 17, 9], 4, seed=1, dtype=dtype, backend=backend)
-        models[backend], losses[backend] = m, make_loss(backend)
+        models[backend] = m
+        losses[backend] = nn.SoftmaxCrossEntropy().set_backend(backend)
         opts[backend] = make_optimizer("adam", m.parameters(), m.gradients(), backend, lr=1e-2)
     values = {}
     for backend, m in models.items():

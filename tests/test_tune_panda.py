@@ -102,3 +102,64 @@ def test_helpers():
 def test_panda_study_cannot_optimize():
     with pytest.raises(ValueError):
         Study(None, strategy="panda").optimize(lambda p, r: 0.0, 1)
+
+
+def _digits():
+    pytest.importorskip("sklearn")
+    from bnfast.tune import digits
+
+    return digits
+
+
+SMALL = {"lr": 0.05, "beta1": 0.9, "hidden": 16, "layers": 2, "batch_size": 128}
+
+
+def test_digits_panda_changes_beta_for_momentum(tmp_path):
+    """Panda's beta1 reaches the course's Momentum (its ``beta``) between epochs."""
+    digits = _digits()
+    study = Study(None, tmp_path / "p.db", strategy="panda", objective_version=digits.VERSION)
+    params = {**SMALL, "optimizer": "momentum"}
+    panda = study.panda(digits.DigitsModel, params, out=None)
+    other = digits.DigitsModel(params, panda.record.seed)
+    panda.run(1)
+    other.train_epoch(params, 1)
+    assert panda.model.opt.beta == 0.9
+    panda.set(beta1=0.5)
+    panda.run(1)
+    assert panda.model.opt.hyperparameters()["beta"] == 0.5
+    other.train_epoch(params, 2)  # same seed, beta kept at 0.9: the weights differ
+    assert not np.array_equal(panda.model.net.parameters()[0], other.net.parameters()[0])
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "momentum", "sgd"])
+def test_digits_beta1_reaches_every_optimizer(name):
+    digits = _digits()
+    from bnfast.optim import OPTIMIZERS
+
+    assert set(digits.BETA1) <= set(OPTIMIZERS) and name in digits.BETA1
+    model = digits.DigitsModel({**SMALL, "optimizer": name}, seed=1)
+    model.train_epoch({**SMALL, "optimizer": name, "beta1": 0.75, "lr": 0.01}, 1)
+    hp = model.opt.hyperparameters()
+    assert isinstance(model.opt, OPTIMIZERS[name]) and hp["lr"] == 0.01
+    value = hp[digits.BETA1[name]]
+    assert (value[0] if digits.BETA1[name] == "betas" else value) == 0.75
+
+
+def test_digits_refuses_unknown_and_structural_changes():
+    digits = _digits()
+    with pytest.raises(TypeError, match="no parameter 'momentum'"):
+        digits.DigitsModel({**SMALL, "momentum": 0.9}, seed=0)
+    with pytest.raises(ValueError, match="rmsprop"):
+        digits.DigitsModel({**SMALL, "optimizer": "rmsprop"}, seed=0)
+    model = digits.DigitsModel(SMALL, seed=0)
+    with pytest.raises(ValueError, match="hidden cannot change"):
+        model.train_epoch({**SMALL, "hidden": 32}, 1)
+    with pytest.raises(TypeError, match="no parameter 'seed'"):
+        digits.objective(SMALL, _Report(), epochs=1, seed=3)
+
+
+class _Report:
+    seed = 0
+
+    def __call__(self, epoch, value):
+        pass

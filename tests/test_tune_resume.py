@@ -131,3 +131,32 @@ def test_load_errors(tmp_path):
     Storage(tmp_path / "empty.db").close()
     with pytest.raises(ValueError, match="no study"):
         Study.load(tmp_path / "empty.db")
+
+
+def test_objective_version_is_part_of_the_identity(tmp_path):
+    from bnfast.tune import StudyMismatch
+
+    db = tmp_path / "v.db"
+    Study(QUADRATIC_SPACE, db, name="s", objective_version="q-1").close()
+    again = Study(QUADRATIC_SPACE, db, name="s", objective_version="q-1")  # resumes
+    assert Study.load(again.storage, "s").objective_version == "q-1"
+    again.close()
+    with pytest.raises(StudyMismatch, match=r"objective version 'q-1', not 'q-2'.*--storage FILE"):
+        Study(QUADRATIC_SPACE, db, name="s", objective_version="q-2")
+    # A study stored before versions were recorded is another version too.
+    Study(QUADRATIC_SPACE, db, name="old").close()
+    with pytest.raises(StudyMismatch, match=r"version \(none recorded\), not 'q-2'"):
+        Study(QUADRATIC_SPACE, db, name="old", objective_version="q-2")
+
+
+def test_cli_refuses_a_study_of_another_objective_version(tmp_path, capsys):
+    """The digits objective's studies carry its version; an older one is refused, not mixed."""
+    from bnfast.tune import digits
+    from bnfast.tune.cli import main
+
+    db = str(tmp_path / "old.db")
+    Study(QUADRATIC_SPACE, db, name="bn-batchnorm").close()  # as stored before versions
+    args = ["--experiment", "batchnorm", "--trials", "1", "--epochs", "1", "--workers", "1"]
+    assert main([*args, "--storage", db, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"not {digits.VERSION!r}" in err and "--storage FILE" in err

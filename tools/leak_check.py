@@ -6,8 +6,10 @@ as a "definitely lost" record with a _core frame. Usage: python tools/leak_check
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import sys
+from functools import partial
 
 import numpy as np
 
@@ -51,15 +53,27 @@ def calls(dtype):
         lambda: _core.vmath_exp(x),
         lambda: _core.vmath_log(np.abs(x)),
         # Error paths: every exception must free what the call allocated.
-        lambda: _core.batchnorm_fwd_train(ints, 1, None, None, None, None, 0.1, 1e-5, None),
-        lambda: _core.batchnorm_fwd_eval(x, 1, w, None, rm, rv, 1e-5, w),
-        lambda: _core.softmax(x, 7, False, None),
-        lambda: _core.softmax_xent(x, t + 40, 1, None, -100, 1, 0.0, None, None),
-        lambda: _core.sigmoid_bce(x, ints, None, None, 1, None, None),
+        lambda: _core.batch_norm_train(ints, 1, None, None, None, None, 0.1, 1e-5, None),
+        lambda: _core.batch_norm_eval(x, 1, w, None, rm, rv, 1e-5, w),
+        lambda: _core.log_softmax(x, 7, None),
+        lambda: _core.softmax_cross_entropy(x, t + 40, 1, None, -100, "mean", 0.0, None, None),
+        lambda: _core.softmax_cross_entropy(x, t, 1, None, -100, "avg", 0.0, None, None),
+        lambda: _core.sigmoid_binary_cross_entropy(x, ints, None, None, "mean", None, None),
         lambda: _core.adam_update(p, g, s[0], s[0], None, 2, 0.1, 0.9, 0.99, 1e-8, 0, False, True),
         lambda: _core.global_norm([ints]),
         lambda: _core.set_isa("nope"),
+        # Every binding, listed by _core itself, with arguments of the right count but wrong kind.
+        *(partial(fn, *[junk] * n) for fn, n in bindings() for junk in (None, ints, "x")),
     ]
+
+
+def bindings():
+    """Every function of _core with its number of parameters (from the signature pybind11 writes
+    as the first line of its docstring)."""
+    for name, fn in sorted(vars(_core).items()):
+        if not name.startswith("_") and callable(fn):
+            header = ast.parse(f"def {fn.__doc__.splitlines()[0]}: ...").body[0]
+            yield fn, len(header.args.args)
 
 
 def main() -> None:

@@ -23,22 +23,24 @@ Run: ``python -m bnfast.examples.course_quadratic``.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
-from bnfast.optim import SGD, Adam, Momentum, Optimizer, RMSprop
+from bnfast.optim import OPTIMIZERS, Optimizer
 
 COEFFICIENTS = np.array([1.0, -10.0, 25.0], dtype=np.float32)
 """The data: the cost is ``x[0] * w**2 + x[1] * w + x[2]``."""
 
-OPTIMIZERS = ("gd", "momentum", "rmsprop", "adam")
-
-LABELS = {
-    "gd": "gradient descent",
-    "momentum": "momentum (beta = 0.9)",
-    "rmsprop": "RMSprop (course form, beta2 = 0.999)",
-    "adam": "Adam (betas 0.9, 0.999)",
+COURSE: dict[str, tuple[str, dict[str, Any]]] = {
+    "sgd": ("gradient descent", {}),
+    "momentum": ("momentum (beta = 0.9)", {"beta": 0.9}),
+    "rmsprop": ("RMSprop (course form, beta2 = 0.999)", {"alpha": 0.999}),
+    "adam": ("Adam (betas 0.9, 0.999)", {"betas": (0.9, 0.999)}),
 }
+"""The optimizers the course compares, by their name in :data:`bnfast.optim.OPTIMIZERS`: the
+label printed and the course's hyperparameters (RMSprop's ``alpha`` is the course's ``beta2``,
+see :meth:`bnfast.optim.RMSprop.course`)."""
 
 
 def cost(w: np.ndarray, x: np.ndarray = COEFFICIENTS) -> np.ndarray:
@@ -47,20 +49,14 @@ def cost(w: np.ndarray, x: np.ndarray = COEFFICIENTS) -> np.ndarray:
 
 
 def make_optimizer(name: str, w: np.ndarray, grad: np.ndarray, lr: float) -> Optimizer:
-    """The optimizer ``name`` (one of :data:`OPTIMIZERS`) over the single parameter ``w``."""
-    if name == "gd":
-        return SGD([w], lr, grads=[grad])
-    if name == "momentum":
-        return Momentum([w], lr, beta=0.9, grads=[grad])
-    if name == "rmsprop":
-        return RMSprop.course([w], lr, beta2=0.999, grads=[grad])
-    if name == "adam":
-        return Adam([w], lr, betas=(0.9, 0.999), grads=[grad])
-    raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
+    """The optimizer ``name`` (a key of :data:`COURSE`) over the single parameter ``w``."""
+    if name not in COURSE:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {tuple(COURSE)}")
+    return OPTIMIZERS[name]([w], lr, grads=[grad], **COURSE[name][1])
 
 
 def minimize(
-    name: str = "gd", lr: float = 0.01, steps: int = 1000, x: np.ndarray = COEFFICIENTS
+    name: str = "sgd", lr: float = 0.01, steps: int = 1000, x: np.ndarray = COEFFICIENTS
 ) -> float:
     """Run ``steps`` updates of optimizer ``name`` from ``w = 0``; return the ``w`` reached."""
     w = np.zeros(1, dtype=x.dtype)
@@ -75,10 +71,10 @@ def minimize(
 def main(argv: list[str] | None = None) -> int:
     steps, lr = 1000, 0.01
     print(f"minimize J(w) = w^2 - 10w + 25 from w = 0, lr = {lr}, {steps} steps (float32)")
-    for name in OPTIMIZERS:
+    for name, (label, _) in COURSE.items():
         w = np.float32(minimize(name, lr, steps))
         j = float(cost(np.float64(w), COEFFICIENTS.astype(np.float64)))  # no float32 cancellation
-        print(f"  {LABELS[name]:<38} w = {w!s:<10} J(w) = {j:.3g}")
+        print(f"  {label:<38} w = {w!s:<10} J(w) = {j:.3g}")
     return 0
 
 

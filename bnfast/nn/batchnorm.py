@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from bnfast import backend as B
+from bnfast import functional as F
+from bnfast import reference
 from bnfast.nn.module import Module, _Rows
 
 __all__ = ["BatchNorm"]
@@ -36,6 +38,10 @@ class BatchNorm(Module):
     updated; in evaluation mode the running statistics are used. Training needs more than one
     value per channel (a batch of one ``(1, C)`` sample raises ValueError).
     """
+
+    _params = ("weight", "bias")
+    _grads = ("dweight", "dbias")
+    _buffers = ("running_mean", "running_var", "num_batches_tracked")
 
     def __init__(
         self,
@@ -79,10 +85,14 @@ class BatchNorm(Module):
             m = 1.0 / int(self.num_batches_tracked) if self.momentum is None else self.momentum
         else:
             m = 0.0
-        y, mean, invstd = B.batch_norm(
-            self.backend, x, self.running_mean, self.running_var, self.weight, self.bias,
-            training=self.training, momentum=m, eps=self.eps, axis=self.axis, out=out,
-        )  # fmt: skip
+        if self.backend == "native":
+            res = F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias,
+                training=self.training, momentum=m, eps=self.eps, axis=self.axis, out=out,
+            )  # fmt: skip
+            y, mean, invstd = res.out, res.mean, res.invstd
+        else:
+            y, mean, invstd = self._reference_forward(x, m)
         self._saved = (x, mean, invstd, self.training)
         return y
 
@@ -94,29 +104,39 @@ class BatchNorm(Module):
         out = self._dx.get(x.shape, x.dtype)
         if np.may_share_memory(out, dy) or np.may_share_memory(out, x):
             out = np.empty_like(x)
-        dx, dw, db = B.batch_norm_backward(
-            self.backend, dy, x, mean, invstd, self.weight, training, self.axis, out
-        )
+        if self.backend == "native":
+            dx, dw, db = F.batch_norm_backward(
+                dy, x, mean, invstd, self.weight, training=training, axis=self.axis, out=out
+            )
+        else:
+            dx, dw, db = reference.batch_norm_backward(
+                dy, x, mean, invstd, self.weight, training=training, axis=self.axis
+            )
         if self.affine:
             self.dweight += dw
             self.dbias += db
         return dx
 
-    def parameters(self) -> list[np.ndarray]:
-        return [self.weight, self.bias] if self.affine else []
-
-    def gradients(self) -> list[np.ndarray]:
-        return [self.dweight, self.dbias] if self.affine else []
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        state = {
-            "running_mean": self.running_mean,
-            "running_var": self.running_var,
-            "num_batches_tracked": self.num_batches_tracked,
-        }
-        if self.affine:
-            state = {"weight": self.weight, "bias": self.bias, **state}
-        return state
+    def _reference_forward(
+        self, x: np.ndarray, momentum: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The NumPy twin of the forward: fresh arrays, allocation included (the baseline)."""
+        axis = self.axis % x.ndim
+        if self.training:
+            # The kernels refuse one value per channel (the unbiased running variance divides
+            # by M - 1); the reference would divide by zero instead.
+            if math.prod(n for i, n in enumerate(x.shape) if i != axis) == 1:
+                raise ValueError("batch norm in training needs more than one value per channel")
+            return reference.batch_norm_train(
+                x, self.running_mean, self.running_var, self.weight, self.bias,
+                momentum=momentum, eps=self.eps, axis=self.axis,
+            )  # fmt: skip
+        y = reference.batch_norm_eval(
+            x, self.running_mean, self.running_var, self.weight, self.bias,
+            eps=self.eps, axis=self.axis,
+        )  # fmt: skip
+        invstd = (1.0 / np.sqrt(self.running_var + self.eps)).astype(x.dtype)
+        return y, self.running_mean.copy(), invstd
 
     def __repr__(self) -> str:
         return (

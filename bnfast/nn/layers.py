@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from bnfast.backend import check_backend
+from bnfast.nn.batchnorm import BatchNorm
 from bnfast.nn.module import Module, _Rows
 
-__all__ = ["Dropout", "Linear", "ReLU", "Sequential", "Tanh"]
+__all__ = ["Dropout", "Linear", "ReLU", "Sequential", "Tanh", "mlp"]
 
 
 def _float_dtype(dtype: Any) -> np.dtype:
@@ -57,6 +57,9 @@ class Linear(Module):
     -----
     Gradients accumulate into ``dweight`` / ``dbias`` until :meth:`zero_grad`.
     """
+
+    _params = ("weight", "bias")
+    _grads = ("dweight", "dbias")
 
     def __init__(
         self,
@@ -118,19 +121,6 @@ class Linear(Module):
         dx = self._dx.get(x.shape, self.dtype)
         np.matmul(dy, self.weight, out=dx)
         return dx
-
-    def parameters(self) -> list[np.ndarray]:
-        return [self.weight] if self.bias is None else [self.weight, self.bias]
-
-    def gradients(self) -> list[np.ndarray]:
-        return [self.dweight] if self.dbias is None else [self.dweight, self.dbias]
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return (
-            {"weight": self.weight}
-            if self.bias is None
-            else {"weight": self.weight, "bias": self.bias}
-        )
 
     def __repr__(self) -> str:
         return (
@@ -212,6 +202,8 @@ class Dropout(Module):
         holds ``k`` in the state dict) draws the masks it would have drawn.
     """
 
+    _buffers = ("calls",)
+
     def __init__(self, p: float = 0.5, seed: int = 0) -> None:
         p = float(p)
         if not 0.0 <= p < 1.0:
@@ -252,9 +244,6 @@ class Dropout(Module):
         dx *= self._scale
         return dx
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return {"calls": self.calls}
-
     def __repr__(self) -> str:
         return f"Dropout(p={self.p})"
 
@@ -289,30 +278,8 @@ class Sequential(Module):
             dy = layer.backward(dy)
         return dy
 
-    def train(self, mode: bool = True) -> Sequential:
-        super().train(mode)
-        for layer in self.layers:
-            layer.train(mode)
-        return self
-
-    def set_backend(self, backend: str) -> Sequential:
-        self.backend = check_backend(backend)
-        for layer in self.layers:
-            layer.set_backend(backend)
-        return self
-
-    def parameters(self) -> list[np.ndarray]:
-        return [p for layer in self.layers for p in layer.parameters()]
-
-    def gradients(self) -> list[np.ndarray]:
-        return [g for layer in self.layers for g in layer.gradients()]
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return {
-            f"{i}.{key}": value
-            for i, layer in enumerate(self.layers)
-            for key, value in layer.state_dict().items()
-        }
+    def children(self) -> Iterator[tuple[str, Module]]:
+        return ((str(i), layer) for i, layer in enumerate(self.layers))
 
     def __getitem__(self, index: int) -> Module:
         return self.layers[index]
@@ -346,8 +313,6 @@ def mlp(
     it). Initialisation is He for ReLU and Xavier for tanh; ``seed`` fixes the weights and the
     dropout masks.
     """
-    from bnfast.nn.batchnorm import BatchNorm
-
     acts = {"relu": (ReLU, "he"), "tanh": (Tanh, "xavier")}
     if activation not in acts:
         raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")

@@ -1,4 +1,5 @@
-"""Softmax, log-softmax and loss layers over :mod:`bnfast.functional`.
+"""Softmax, log-softmax and loss layers over :mod:`bnfast.functional` (or, on the ``"numpy"``
+backend, :mod:`bnfast.reference`).
 
 Losses take ``forward(logits, target) -> float`` and ``backward() -> dlogits`` (the gradient of
 the loss, computed in the same pass as the loss and kept until the next ``forward``). Their
@@ -12,15 +13,24 @@ from typing import Any
 import numpy as np
 
 from bnfast import functional as F
+from bnfast import reference
 from bnfast.nn.module import Module, _Rows
 
 __all__ = ["LogSoftmax", "SigmoidBinaryCrossEntropy", "Softmax", "SoftmaxCrossEntropy"]
 
 
+def _float_input(x: Any, name: str) -> np.ndarray:
+    x = np.ascontiguousarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
+    return x
+
+
 class Softmax(Module):
     """Softmax along ``axis`` (default -1, like ``torch.nn.Softmax(dim=-1)``)."""
 
-    _log = False
+    _native = (F.softmax, F.softmax_backward)
+    _reference = (reference.softmax, reference.softmax_backward)
 
     def __init__(self, axis: int = -1) -> None:
         self.axis = int(axis)
@@ -28,14 +38,14 @@ class Softmax(Module):
         self._y: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x)
-        if x.dtype not in (np.float32, np.float64):
-            raise TypeError(f"x must be float32 or float64, got {x.dtype}")
-        out = self._out.get(x.shape, x.dtype)
-        if np.shares_memory(out, x):  # our own earlier output fed back in
-            out = np.empty_like(x)
-        fn = F.log_softmax if self._log else F.softmax
-        self._y = fn(x, self.axis, out=out)
+        x = _float_input(x, "x")
+        if self.backend == "native":
+            out = self._out.get(x.shape, x.dtype)
+            if np.shares_memory(out, x):  # our own earlier output fed back in
+                out = np.empty_like(x)
+            self._y = self._native[0](x, axis=self.axis, out=out)
+        else:
+            self._y = self._reference[0](x, axis=self.axis)
         return self._y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -43,11 +53,12 @@ class Softmax(Module):
             raise RuntimeError("backward called before forward")
         y = self._y
         dy = np.ascontiguousarray(dy, dtype=y.dtype)
+        if self.backend != "native":
+            return self._reference[1](y, dy, axis=self.axis)
         dx = self._dx.get(y.shape, y.dtype)
         if np.shares_memory(dx, dy):
             dx = np.empty_like(y)
-        fn = F.log_softmax_backward if self._log else F.softmax_backward
-        return fn(y, dy, self.axis, out=dx)
+        return self._native[1](y, dy, axis=self.axis, out=dx)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(axis={self.axis})"
@@ -56,32 +67,46 @@ class Softmax(Module):
 class LogSoftmax(Softmax):
     """Log-softmax along ``axis`` (default -1)."""
 
-    _log = True
+    _native = (F.log_softmax, F.log_softmax_backward)
+    _reference = (reference.log_softmax, reference.log_softmax_backward)
 
 
 class _Loss(Module):
-    def __init__(self) -> None:
-        self._grads = _Rows()
+    """A loss: ``forward`` computes the loss and its gradient, ``backward`` returns the gradient."""
+
+    def __init__(self, reduction: str) -> None:
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.reduction = reduction
+        self._grad_rows = _Rows()
         self._grad: np.ndarray | None = None
-        self._ready = False
 
-    def __call__(self, logits: np.ndarray, target: np.ndarray) -> float:  # type: ignore[override]
-        return self.forward(logits, target)
+    def forward(self, logits: np.ndarray, target: np.ndarray) -> float:
+        x = _float_input(logits, "logits")
+        self._grad = None  # a failed forward leaves no stale gradient behind
+        if self.backend == "native":
+            out = self._grad_rows.get(x.shape, x.dtype)
+            if np.shares_memory(out, x):
+                out = np.empty_like(x)
+            loss, self._grad = self._native(x, target, out)
+        else:
+            loss, self._grad = self._reference(x, target)
+        return float(loss)
 
-    def _grad_buffer(self, x: np.ndarray) -> np.ndarray:
-        self._grad = self._grads.get(x.shape, x.dtype)
-        if np.shares_memory(self._grad, x):
-            self._grad = np.empty_like(x)
-        return self._grad
-
-    def backward(self, dy: Any = None) -> np.ndarray:  # type: ignore[override]
+    def backward(self, dy: Any = None) -> np.ndarray:
         """The gradient w.r.t. the logits of the last ``forward`` (times ``dy`` if given)."""
-        if not self._ready or self._grad is None:
+        if self._grad is None:
             raise RuntimeError("backward called before forward")
         if dy is None or dy == 1:
             return self._grad
         self._grad *= float(dy)
         return self._grad
+
+    def _native(self, x: np.ndarray, target: Any, out: np.ndarray) -> tuple[Any, np.ndarray]:
+        raise NotImplementedError
+
+    def _reference(self, x: np.ndarray, target: Any) -> tuple[Any, np.ndarray]:
+        raise NotImplementedError
 
 
 class SoftmaxCrossEntropy(_Loss):
@@ -111,28 +136,26 @@ class SoftmaxCrossEntropy(_Loss):
         label_smoothing: float = 0.0,
         axis: int = 1,
     ) -> None:
-        super().__init__()
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        super().__init__(reduction)
         self.weight = None if weight is None else np.asarray(weight)
         self.ignore_index = ignore_index
-        self.reduction = reduction
         self.label_smoothing = float(label_smoothing)
         self.axis = int(axis)
 
-    def forward(self, logits: np.ndarray, target: np.ndarray) -> float:  # type: ignore[override]
-        x = np.ascontiguousarray(logits)
-        if x.dtype not in (np.float32, np.float64):
-            raise TypeError(f"logits must be float32 or float64, got {x.dtype}")
-        w = None if self.weight is None else self.weight.astype(x.dtype, copy=False)
-        self._ready = False
-        loss, grad = F.softmax_cross_entropy(
-            x, target, w, self.ignore_index, self.reduction, self.label_smoothing,
-            axis=self.axis, out=self._grad_buffer(x),
-        )  # fmt: skip
-        self._grad = grad
-        self._ready = True
-        return float(loss)
+    def _options(self, x: np.ndarray) -> dict[str, Any]:
+        return {
+            "weight": None if self.weight is None else self.weight.astype(x.dtype, copy=False),
+            "ignore_index": self.ignore_index,
+            "reduction": self.reduction,
+            "label_smoothing": self.label_smoothing,
+            "axis": self.axis,
+        }
+
+    def _native(self, x: np.ndarray, target: Any, out: np.ndarray) -> tuple[Any, np.ndarray]:
+        return F.softmax_cross_entropy(x, target, **self._options(x), out=out)
+
+    def _reference(self, x: np.ndarray, target: Any) -> tuple[Any, np.ndarray]:
+        return reference.softmax_cross_entropy(x, np.asarray(target), **self._options(x))
 
     def __repr__(self) -> str:
         return (
@@ -154,24 +177,24 @@ class SigmoidBinaryCrossEntropy(_Loss):
     """
 
     def __init__(self, weight: Any = None, pos_weight: Any = None, reduction: str = "mean") -> None:
-        super().__init__()
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        super().__init__(reduction)
         self.weight = None if weight is None else np.asarray(weight)
         self.pos_weight = None if pos_weight is None else np.asarray(pos_weight)
-        self.reduction = reduction
 
-    def forward(self, logits: np.ndarray, target: np.ndarray) -> float:  # type: ignore[override]
-        x = np.ascontiguousarray(logits)
-        if x.dtype not in (np.float32, np.float64):
-            raise TypeError(f"logits must be float32 or float64, got {x.dtype}")
-        self._ready = False
-        loss, grad = F.sigmoid_binary_cross_entropy(
-            x, target, self.weight, self.pos_weight, self.reduction, out=self._grad_buffer(x)
-        )
-        self._grad = grad
-        self._ready = True
-        return float(loss)
+    def _native(self, x: np.ndarray, target: Any, out: np.ndarray) -> tuple[Any, np.ndarray]:
+        return F.sigmoid_binary_cross_entropy(
+            x, target, weight=self.weight, pos_weight=self.pos_weight,
+            reduction=self.reduction, out=out,
+        )  # fmt: skip
+
+    def _reference(self, x: np.ndarray, target: Any) -> tuple[Any, np.ndarray]:
+        def cast(a: Any) -> Any:
+            return None if a is None else np.asarray(a, x.dtype)
+
+        return reference.sigmoid_binary_cross_entropy(
+            x, cast(target), weight=cast(self.weight), pos_weight=cast(self.pos_weight),
+            reduction=self.reduction,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"SigmoidBinaryCrossEntropy(reduction={self.reduction!r})"

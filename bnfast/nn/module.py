@@ -1,61 +1,104 @@
-"""The layer protocol shared by every layer."""
+"""The base class of every layer and loss: it owns the bookkeeping, so a layer states its math.
+
+A layer names its arrays in three class attributes and inherits the rest:
+
+- ``_params``: trainable arrays, updated in place by optimizers;
+- ``_grads``: their gradients, in the same order (``parameters()`` and ``gradients()`` are the
+  contract with the optimizers);
+- ``_buffers``: state that is saved and restored but not trained (running statistics, counters).
+
+An attribute that is ``None`` (a layer built without a bias) is skipped. A container lists its
+sub-layers in :meth:`Module.children`; their parameters, gradients, state (keys
+``"<name>.<key>"``), training flag and backend follow the container's.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from bnfast._arrays import aligned_empty
+from bnfast.backend import check_backend
 
 __all__ = ["Module"]
 
+_M = TypeVar("_M", bound="Module")
+
 
 class Module:
-    """Base class: training flag, parameter/gradient lists and state dicts."""
+    """Base class: training flag, backend, parameter/gradient lists and state dicts."""
 
+    _params: ClassVar[tuple[str, ...]] = ()
+    _grads: ClassVar[tuple[str, ...]] = ()
+    _buffers: ClassVar[tuple[str, ...]] = ()
     training: bool = True
     backend: str = "native"
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """A layer's ``forward(x)``, a loss's ``forward(logits, target)``."""
         raise NotImplementedError
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, *args: Any, **kwargs: Any) -> Any:
+        """A layer's ``backward(dy) -> dx``, a loss's ``backward() -> dlogits``."""
         raise NotImplementedError
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(x)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
 
-    def train(self, mode: bool = True) -> Module:
+    def children(self) -> Iterable[tuple[str, Module]]:
+        """``(name, layer)`` of each sub-layer; none for a plain layer."""
+        return ()
+
+    def train(self: _M, mode: bool = True) -> _M:
         self.training = bool(mode)
+        for _, child in self.children():
+            child.train(mode)
         return self
 
-    def eval(self) -> Module:
+    def eval(self: _M) -> _M:
         return self.train(False)
 
-    def set_backend(self, backend: str) -> Module:
-        """Run this layer on ``"native"`` kernels or the ``"numpy"`` reference (bnfast.backend)."""
-        from bnfast.backend import check_backend
-
+    def set_backend(self: _M, backend: str) -> _M:
+        """Run on the ``"native"`` kernels or the ``"numpy"`` reference (:mod:`bnfast.backend`)."""
         self.backend = check_backend(backend)
+        for _, child in self.children():
+            child.set_backend(backend)
         return self
+
+    def _arrays(self, names: tuple[str, ...]) -> list[np.ndarray]:
+        return [a for a in (getattr(self, name) for name in names) if a is not None]
 
     def parameters(self) -> list[np.ndarray]:
         """Trainable arrays, updated in place by optimizers."""
-        return []
+        own = self._arrays(self._params)
+        return own + [p for _, child in self.children() for p in child.parameters()]
 
     def gradients(self) -> list[np.ndarray]:
         """Gradient arrays matching :meth:`parameters` one to one."""
-        return []
+        own = self._arrays(self._grads)
+        return own + [g for _, child in self.children() for g in child.gradients()]
 
     def zero_grad(self) -> None:
         for g in self.gradients():
             g.fill(0)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {}
+        """The parameters and buffers by name: the live arrays, not copies."""
+        state = {}
+        for name in self._params + self._buffers:
+            value = getattr(self, name)
+            if value is not None:
+                state[name] = value
+        for prefix, child in self.children():
+            for key, value in child.state_dict().items():
+                state[f"{prefix}.{key}"] = value
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy ``state`` into the arrays of :meth:`state_dict` (KeyError on a key mismatch,
+        ValueError on a shape mismatch)."""
         own = self.state_dict()
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))

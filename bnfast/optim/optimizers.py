@@ -113,7 +113,7 @@ class Optimizer:
 
     _hyper: tuple[str, ...] = ()
 
-    def __init__(self, params: Params, lr: float, grads: Grads | None = None) -> None:
+    def __init__(self, params: Params, lr: float, *, grads: Grads | None = None) -> None:
         self.params, self._names = _param_list(params)
         self.grads: list[np.ndarray] | None = (
             None if grads is None else _grad_list(grads, self._names, len(self.params))
@@ -254,36 +254,40 @@ class SGD(Optimizer):
     params : list or dict of arrays
         Updated in place.
     lr : float
-        Learning rate :math:`\alpha`.
+        Learning rate :math:`\alpha` (PyTorch's default, 1e-3).
     momentum : float
         :math:`\mu`; 0 is plain gradient descent (no buffer is kept).
     dampening : float
         :math:`\tau`.
-    nesterov : bool
-        Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
     weight_decay : float
         L2 penalty :math:`\lambda` added to the gradient.
+    nesterov : bool
+        Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
     grads : list or dict of arrays, optional
         Stored gradients used by ``step()`` and zeroed by ``zero_grad()``.
+
+    ``params``, ``lr`` and ``momentum`` may be positional, as in PyTorch; the rest are
+    keyword-only, so a positional call written for another argument order fails loudly.
     """
 
-    _hyper = ("momentum", "dampening", "nesterov", "weight_decay")
+    _hyper = ("momentum", "dampening", "weight_decay", "nesterov")
 
     def __init__(
         self,
         params: Params,
-        lr: float,
+        lr: float = 1e-3,
         momentum: float = 0.0,
+        *,
         dampening: float = 0.0,
-        nesterov: bool = False,
         weight_decay: float = 0.0,
+        nesterov: bool = False,
         grads: Grads | None = None,
     ) -> None:
-        super().__init__(params, lr, grads)
+        super().__init__(params, lr, grads=grads)
         self.momentum = float(momentum)
         self.dampening = float(dampening)
-        self.nesterov = bool(nesterov)
         self.weight_decay = float(weight_decay)
+        self.nesterov = bool(nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("nesterov momentum requires momentum > 0 and dampening == 0")
 
@@ -320,14 +324,17 @@ class Momentum(Optimizer):
     :math:`\alpha' = \alpha (1 - \beta)`: the course's :math:`1 - \beta` factor is folded into
     PyTorch's learning rate. (``SGD(momentum=beta, dampening=beta)`` is not the same: its
     first step sets :math:`b = g` rather than :math:`(1 - \beta) g`.)
+
+    ``params`` and ``lr`` (default 1e-3, as :class:`SGD`) may be positional; ``beta`` and
+    ``grads`` are keyword-only.
     """
 
     _hyper = ("beta",)
 
     def __init__(
-        self, params: Params, lr: float, beta: float = 0.9, grads: Grads | None = None
+        self, params: Params, lr: float = 1e-3, *, beta: float = 0.9, grads: Grads | None = None
     ) -> None:
-        super().__init__(params, lr, grads)
+        super().__init__(params, lr, grads=grads)
         self.beta = float(beta)
         if not 0 <= self.beta < 1:
             raise ValueError(f"beta must be in [0, 1), got {self.beta}")
@@ -354,6 +361,8 @@ class RMSprop(Optimizer):
     :math:`w \leftarrow w - \alpha g / (\sqrt{s} + \epsilon)`, is the special case
     ``alpha = beta2`` without weight decay, centering or momentum: build it with
     :meth:`RMSprop.course` (``beta2=0.999`` by default, the course's value).
+
+    ``params`` and ``lr`` may be positional; the rest are keyword-only.
     """
 
     _hyper = ("alpha", "eps", "weight_decay", "momentum", "centered")
@@ -362,6 +371,7 @@ class RMSprop(Optimizer):
         self,
         params: Params,
         lr: float = 0.01,
+        *,
         alpha: float = 0.99,
         eps: float = 1e-8,
         weight_decay: float = 0.0,
@@ -369,7 +379,7 @@ class RMSprop(Optimizer):
         centered: bool = False,
         grads: Grads | None = None,
     ) -> None:
-        super().__init__(params, lr, grads)
+        super().__init__(params, lr, grads=grads)
         self.alpha = float(alpha)
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
@@ -383,6 +393,7 @@ class RMSprop(Optimizer):
         cls,
         params: Params,
         lr: float = 0.01,
+        *,
         beta2: float = 0.999,
         eps: float = 1e-8,
         grads: Grads | None = None,
@@ -421,7 +432,8 @@ class Adam(Optimizer):
 
     with :math:`\hat v = v`, or its running maximum with ``amsgrad``. The bias corrections are
     computed in double precision. ``weight_decay`` is an L2 penalty added to the gradient;
-    for decoupled weight decay use :class:`AdamW`.
+    for decoupled weight decay use :class:`AdamW`. ``params`` and ``lr`` may be positional;
+    the rest are keyword-only.
     """
 
     _hyper = ("betas", "eps", "weight_decay", "amsgrad")
@@ -431,13 +443,14 @@ class Adam(Optimizer):
         self,
         params: Params,
         lr: float = 1e-3,
+        *,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         grads: Grads | None = None,
     ) -> None:
-        super().__init__(params, lr, grads)
+        super().__init__(params, lr, grads=grads)
         b1, b2 = betas
         self.betas = (float(b1), float(b2))
         self.eps = float(eps)
@@ -486,13 +499,22 @@ class AdamW(Adam):
         self,
         params: Params,
         lr: float = 1e-3,
+        *,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
         grads: Grads | None = None,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, grads)
+        super().__init__(
+            params,
+            lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            grads=grads,
+        )
 
 
 def _array_list(arrays: Any, what: str) -> list[np.ndarray]:
@@ -505,7 +527,7 @@ def _array_list(arrays: Any, what: str) -> list[np.ndarray]:
     return list(arrays)
 
 
-def clip_grad_norm(grads: Grads, max_norm: float, error_if_nonfinite: bool = False) -> float:
+def clip_grad_norm(grads: Grads, max_norm: float, *, error_if_nonfinite: bool = False) -> float:
     r"""Scale the gradients in place so their global 2-norm is at most ``max_norm``.
 
     Like PyTorch's ``clip_grad_norm_``: :math:`n = \sqrt{\sum_i \sum g_i^2}` over all arrays
@@ -518,9 +540,11 @@ def clip_grad_norm(grads: Grads, max_norm: float, error_if_nonfinite: bool = Fal
         float32/float64, C-contiguous, writable; modified in place.
     max_norm : float
         The largest norm allowed (>= 0).
-    error_if_nonfinite : bool
+    error_if_nonfinite : bool, keyword-only
         Raise RuntimeError (and leave the gradients alone) when the norm is inf or NaN;
-        otherwise the non-finite coefficient is applied, as PyTorch does.
+        otherwise the non-finite coefficient is applied, as PyTorch does. (PyTorch's third
+        positional argument is ``norm_type``; only the 2-norm is offered here, so a third
+        positional argument is refused.)
 
     Returns
     -------

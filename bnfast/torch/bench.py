@@ -1,6 +1,13 @@
-"""Benchmark cases: the bnfast.torch drop-ins beside PyTorch's own, at the reference shapes.
+"""The PyTorch side of ``bnfast bench``: PyTorch's peers of the kernel cases, and the
+bnfast.torch drop-ins beside PyTorch's own, at the reference shapes.
 
-One registry serves ``bench/bench_torch.py`` (pytest-benchmark) and ``bnfast bench``::
+Peers (:func:`batch_norm_peer`, :func:`softmax_cross_entropy_peer`, :func:`optimizer_peer`)
+wrap the NumPy arrays of a :mod:`bnfast.bench.cases` case and return ``(call, variant)``:
+PyTorch's fastest honest variant (``.out`` ops into preallocated tensors, ``fused=True``
+optimizers, else ``foreach=True``). Only this package imports torch.
+
+The drop-in cases serve ``bench/bench_torch.py`` (pytest-benchmark) and
+``bnfast bench --torch-dropin``::
 
     for kernel, shape in CASES:
         for impl in impls(kernel):
@@ -11,6 +18,9 @@ One registry serves ``bench/bench_torch.py`` (pytest-benchmark) and ``bnfast ben
 ``"torch-fused"`` (PyTorch's ``fused=True`` optimizer, where it has one on the CPU) or
 ``"bnfast.torch"`` (the drop-in). Every case runs what a training loop runs: module calls
 with autograd, ``loss`` and its gradient through ``torch.autograd.grad``, ``optimizer.step()``.
+Their ids are those of :mod:`bnfast.bench.cases`: ``batch_norm_train`` and ``batch_norm_eval``
+are module forwards, ``batch_norm_backward`` a training forward and its backward,
+``softmax_cross_entropy`` the loss and its gradient.
 Set the thread count of both libraries (``bnfast.set_num_threads``, ``torch.set_num_threads``)
 before timing; ratios are only meaningful within one run.
 """
@@ -20,12 +30,27 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 import bnfast.torch as bt
 
-__all__ = ["BN_SHAPES", "CASES", "IMPLS", "OPT_SIZES", "XENT_SHAPES", "impls", "make", "nbytes"]
+__all__ = [
+    "BN_SHAPES",
+    "CASES",
+    "IMPLS",
+    "OPT_SIZES",
+    "XENT_SHAPES",
+    "batch_norm_peer",
+    "impls",
+    "make",
+    "nbytes",
+    "optimizer_peer",
+    "set_num_threads",
+    "softmax_cross_entropy_peer",
+    "version",
+]
 
 IMPLS = ("torch", "torch-fused", "bnfast.torch")
 BN_SHAPES = [(256, 1024), (8192, 1024), (32, 64, 56, 56), ("nhwc", 32, 64, 56, 56)]
@@ -34,8 +59,12 @@ OPT_SIZES = [(100_000,), (10_000_000,)]
 _OPT_SPLIT = 10  # parameters per model: the total split into this many tensors
 
 CASES: list[tuple[str, tuple]] = (
-    [(k, s) for k in ("bn-train-fwd", "bn-eval-fwd", "bn-train-fwd-bwd") for s in BN_SHAPES]
-    + [("xent-fwd-bwd", s) for s in XENT_SHAPES]
+    [
+        (k, s)
+        for k in ("batch_norm_train", "batch_norm_eval", "batch_norm_backward")
+        for s in BN_SHAPES
+    ]
+    + [("softmax_cross_entropy", s) for s in XENT_SHAPES]
     + [(k, s) for k in ("sgd_momentum", "adam", "adamw", "rmsprop") for s in OPT_SIZES]
 )
 
@@ -54,16 +83,113 @@ def nbytes(kernel: str, shape: tuple) -> int:
         if isinstance(d, int):
             n *= d
     per_elem = {
-        "bn-train-fwd": 3,  # read x twice (statistics, normalize), write y
-        "bn-eval-fwd": 2,
-        "bn-train-fwd-bwd": 3 + 4,  # + backward: read dy, x twice, write dx
-        "xent-fwd-bwd": 2,  # read logits, write the gradient
+        "batch_norm_train": 3,  # read x twice (statistics, normalize), write y
+        "batch_norm_eval": 2,
+        "batch_norm_backward": 3 + 4,  # training forward + backward: read dy, x twice, write dx
+        "softmax_cross_entropy": 2,  # read logits, write the gradient
         "sgd_momentum": 5,
         "rmsprop": 5,
         "adam": 7,
         "adamw": 7,
     }[kernel]
     return 4 * n * per_elem
+
+
+def set_num_threads(n: int) -> None:
+    """PyTorch's intra-op thread count (set it with bnfast's before timing)."""
+    torch.set_num_threads(n)
+
+
+def version() -> str:
+    """PyTorch's version string."""
+    return torch.__version__
+
+
+# --- peers of the bnfast.bench cases ---------------------------------------------------------
+
+
+def batch_norm_peer(
+    kernel: str, x, dy, axis, w, b, rm, rv, mean, invstd
+) -> tuple[Callable[[], Any], str]:
+    """PyTorch's native batch norm into preallocated outputs (its ``.out`` overloads)."""
+
+    def channels_first(a: np.ndarray) -> Any:
+        t = torch.from_numpy(a)
+        # channels-last data as an NCHW tensor in torch.channels_last memory format: no copy
+        return t.permute(0, t.ndim - 1, *range(1, t.ndim - 1)) if axis in (-1, a.ndim - 1) else t
+
+    tx = channels_first(x)
+    tw, tb, trm, trv = (torch.from_numpy(a.copy()) for a in (w, b, rm, rv))
+    out = torch.empty_like(tx)  # keeps tx's strides
+    sm, si = torch.empty_like(tw), torch.empty_like(tw)
+    aten = torch.ops.aten
+    if kernel in ("batch_norm_train", "batch_norm_eval"):
+        training = kernel == "batch_norm_train"
+
+        def fwd() -> object:
+            return aten.native_batch_norm.out(
+                tx, tw, tb, trm, trv, training, 0.1, 1e-5, out=out, save_mean=sm, save_invstd=si
+            )
+
+        return fwd, "aten.native_batch_norm.out"
+    tdy = channels_first(dy)
+    tm, ti = torch.from_numpy(mean), torch.from_numpy(invstd)
+    dw, db = torch.empty_like(tw), torch.empty_like(tw)
+
+    def bwd() -> object:
+        return aten.native_batch_norm_backward.out(
+            tdy,
+            tx,
+            tw,
+            trm,
+            trv,
+            tm,
+            ti,
+            True,
+            1e-5,
+            [True, True, True],
+            out0=out,
+            out1=dw,
+            out2=db,
+        )
+
+    return bwd, "aten.native_batch_norm_backward.out"
+
+
+def softmax_cross_entropy_peer(x: np.ndarray, t: np.ndarray) -> tuple[Callable[[], Any], str]:
+    """``F.cross_entropy`` and its backward."""
+    xt = torch.from_numpy(x).requires_grad_(True)
+    tt = torch.from_numpy(t)
+
+    def step() -> object:
+        xt.grad = None
+        F.cross_entropy(xt, tt).backward()
+        return xt.grad
+
+    return step, "F.cross_entropy + backward"
+
+
+def optimizer_peer(
+    cls: str, params: list[np.ndarray], grads: list[np.ndarray], kwargs: dict[str, Any]
+) -> tuple[Callable[[], Any], str]:
+    """``torch.optim.<cls>`` over copies of ``params``: ``fused=True`` where PyTorch has a fused
+    CPU kernel, else ``foreach=True``."""
+    tp = [torch.from_numpy(p.copy()).requires_grad_(True) for p in params]
+    for t, g in zip(tp, grads):
+        t.grad = torch.from_numpy(g)
+    for kw in ({"fused": True}, {"foreach": True}):
+        try:
+            opt = getattr(torch.optim, cls)(tp, **kwargs, **kw)
+            with torch.no_grad():
+                opt.step()  # allocates the state; raises if the variant has no CPU kernel
+        except (RuntimeError, TypeError, ValueError):
+            continue
+        return opt.step, ", ".join(f"{k}=True" for k in kw)
+    opt = getattr(torch.optim, cls)(tp, **kwargs)
+    return opt.step, "default"
+
+
+# --- the drop-ins ------------------------------------------------------------------------------
 
 
 def _bn_input(shape: tuple, gen: torch.Generator) -> tuple[torch.Tensor, torch.nn.Module]:
@@ -93,13 +219,13 @@ def make(kernel: str, shape: tuple, impl: str) -> Callable[[], Any]:
         raise ValueError(f"no {impl!r} implementation of {kernel!r}")
     drop_in = impl == "bnfast.torch"
     gen = torch.Generator().manual_seed(0)
-    if kernel.startswith("bn-"):
+    if kernel.startswith("batch_norm_"):
         x, bn = _bn_input(shape, gen)
         if drop_in:
             bn = bt.convert(copy.deepcopy(bn))
-        if kernel == "bn-eval-fwd":
+        if kernel == "batch_norm_eval":
             bn.eval()
-        if kernel != "bn-train-fwd-bwd":
+        if kernel != "batch_norm_backward":
 
             def forward() -> Any:
                 with torch.no_grad():
@@ -112,7 +238,7 @@ def make(kernel: str, shape: tuple, impl: str) -> Callable[[], Any]:
         )
         inputs = (x, bn.weight, bn.bias)
         return lambda: torch.autograd.grad(bn(x), inputs, dy)
-    if kernel == "xent-fwd-bwd":
+    if kernel == "softmax_cross_entropy":
         logits = torch.randn(shape, generator=gen, requires_grad=True)
         target = torch.randint(0, shape[1], (shape[0],), generator=gen)
         fn = bt.functional.cross_entropy if drop_in else F.cross_entropy

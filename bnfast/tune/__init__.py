@@ -30,7 +30,7 @@ from bnfast.tune.spaces import (
 )
 from bnfast.tune.storage import Storage, TrialRecord
 from bnfast.tune.strategies import CoarseToFine, GridSearch, RandomSearch, Strategy
-from bnfast.tune.study import Study, coarse_to_fine, grid_search, random_search
+from bnfast.tune.study import Study, StudyMismatch, coarse_to_fine, grid_search, random_search
 
 __all__ = [
     "Choice",
@@ -50,6 +50,7 @@ __all__ = [
     "Storage",
     "Strategy",
     "Study",
+    "StudyMismatch",
     "SuccessiveHalving",
     "TrialPruned",
     "TrialRecord",

@@ -99,7 +99,8 @@ def _load(ref: str) -> Any:
     return getattr(importlib.import_module(mod), name)
 
 
-def _objective(args: argparse.Namespace) -> tuple[Any, Any, str]:
+def _objective(args: argparse.Namespace) -> tuple[Any, Any, str, str | None]:
+    """The objective, its space, its label and its version (None for a user's objective)."""
     import functools
 
     if args.objective:
@@ -108,10 +109,11 @@ def _objective(args: argparse.Namespace) -> tuple[Any, Any, str]:
             space = _load(args.space)
         else:
             space = importlib.import_module(args.objective.partition(":")[0]).SPACE
-        return obj, space, args.objective.partition(":")[2]
+        return obj, space, args.objective.partition(":")[2], None
     from bnfast.tune import digits
 
-    return functools.partial(digits.objective, epochs=args.epochs), digits.space(), "digits"
+    objective = functools.partial(digits.objective, epochs=args.epochs)
+    return objective, digits.space(), "digits", digits.VERSION
 
 
 def _strategy(args: argparse.Namespace) -> Any:
@@ -202,7 +204,7 @@ def _panda(args: argparse.Namespace) -> int:
         name, value = parse_assignment(assign)
         changes.setdefault(int(epoch), {})[name] = value
     study = Study(None, args.storage, name=args.study or "digits-panda", seed=args.seed,
-                  strategy="panda")  # fmt: skip
+                  strategy="panda", objective_version=digits.VERSION)  # fmt: skip
     panda = study.panda(digits.DigitsModel, params)
     print(f"panda: trial {panda.number} of study {study.name!r} in {args.storage}: {params}")
     if args.interactive:
@@ -239,6 +241,16 @@ def _experiment(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``bnfast tune`` from parsed arguments."""
+    from bnfast.tune.study import StudyMismatch
+
+    try:
+        return _run(args)
+    except StudyMismatch as exc:
+        print(f"bnfast tune: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.report:
         return _report(args)
     if args.panda:
@@ -248,11 +260,12 @@ def run(args: argparse.Namespace) -> int:
     from bnfast.tune import Study
     from bnfast.tune.results import save_plots, summary
 
-    objective, space, label = _objective(args)
+    objective, space, label, version = _objective(args)
     strategy = _strategy(args)
     name = args.study or f"{label}-{args.strategy}"
     study = Study(space, args.storage, name=name, seed=args.seed, strategy=strategy,
-                  direction="minimize" if args.minimize else "maximize")  # fmt: skip
+                  direction="minimize" if args.minimize else "maximize",
+                  objective_version=version)  # fmt: skip
     with _Executor(args) as ex:
         try:
             study.optimize(objective, args.trials, executor=ex, workers=args.workers,

@@ -1,30 +1,39 @@
 """The digits network as a tuning objective (caviar) and as a watched model (panda).
 
 This module alone (with the ``bnfast tune`` CLI and the batch-norm experiment that use it)
-needs the network layers, trainer and data of :mod:`bnfast.nn`, :mod:`bnfast.train`,
-:mod:`bnfast.optim` and :mod:`bnfast.data`; it imports them when a trial runs.
+needs scikit-learn's digits (:func:`bnfast.data.load_digits`); it imports the network, trainer
+and data modules when a trial runs.
 
-The network: ``layers - 1`` hidden blocks ``Linear(hidden) [-> BatchNorm] -> ReLU`` and a
-``Linear(10)`` output, trained with Adam (``lr``, ``beta1``; ``beta2 = 0.999``) or momentum
-(``lr``, ``beta1`` as the momentum) on mini-batches of ``batch_size``, scored by validation
-accuracy after each epoch (the learning curve). The data split is fixed (``data_seed``);
-the initialisation and shuffling come from the trial's seed.
+The network is :func:`bnfast.nn.mlp` with ``layers - 1`` hidden layers of ``hidden`` units
+(with or without batch norm), seeded with the trial's seed, trained by :func:`bnfast.train.fit`
+one epoch at a time with an optimizer of :data:`bnfast.optim.OPTIMIZERS` (``lr``, and ``beta1``
+as the optimizer's first-moment coefficient: see :data:`BETA1`) on mini-batches of
+``batch_size``, scored by validation accuracy after each epoch (the learning curve). The data
+split is fixed (``data_seed``); the initialisation and shuffling come from the trial's seed.
+
+The objective has a version, :data:`VERSION`, stored with every study that runs it: a study
+run by another version (other networks, other numbers) is refused rather than mixed.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from bnfast.tune.spaces import IntUniform, LogUniform, OneMinusLogUniform, Param, PowerOfTwo
 
-__all__ = ["DigitsModel", "build_model", "objective", "space"]
+__all__ = ["BETA1", "DEFAULTS", "VERSION", "DigitsModel", "build_model", "objective", "space"]
 
-#: Defaults for parameters a space leaves out.
+VERSION = "digits-2"
+"""The objective's version, part of a study's identity (:class:`bnfast.tune.Study`'s
+``objective_version``). ``digits-2``: the network of :func:`bnfast.nn.mlp` (hidden layers without
+bias under batch norm, one generator for all layers) trained by :func:`bnfast.train.fit`.
+Studies stored before versions were recorded used layers seeded one by one."""
+
+#: Every parameter the objective takes, with its default.
 DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
     "beta1": 0.9,
@@ -34,6 +43,14 @@ DEFAULTS: dict[str, Any] = {
     "batch_norm": True,
     "optimizer": "adam",
 }
+
+#: How ``beta1`` reaches each optimizer it applies to: the hyperparameter it sets (Adam's is
+#: the first of ``betas``). An optimizer of :data:`bnfast.optim.OPTIMIZERS` without an entry
+#: (RMSprop: the course's form has only beta2) is refused.
+BETA1: dict[str, str] = {"adam": "betas", "adamw": "betas", "momentum": "beta", "sgd": "momentum"}
+
+#: Parameters that shape the network or pick the optimizer: fixed for a model's life.
+STRUCTURAL = ("hidden", "layers", "batch_norm", "optimizer")
 
 
 def space(full: bool = True) -> dict[str, Param]:
@@ -47,42 +64,31 @@ def space(full: bool = True) -> dict[str, Param]:
     return s
 
 
-def _call(fn: Callable, *args: Any, **optional: Any) -> Any:
-    """Call ``fn`` passing only the keyword arguments its signature accepts."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return fn(*args, **optional)
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return fn(*args, **optional)
-    return fn(*args, **{k: v for k, v in optional.items() if k in sig.parameters})
+def _params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` over :data:`DEFAULTS`; an unknown name or optimizer is an error."""
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise TypeError(
+            f"the digits objective has no parameter {', '.join(map(repr, unknown))}; "
+            f"it takes {', '.join(DEFAULTS)}"
+        )
+    p = {**DEFAULTS, **params}
+    if p["optimizer"] not in BETA1:
+        raise ValueError(
+            f"the digits objective trains with {', '.join(map(repr, BETA1))} "
+            f"(beta1 has no meaning for {p['optimizer']!r}), got optimizer={p['optimizer']!r}"
+        )
+    if int(p["layers"]) < 1:
+        raise ValueError(f"layers must be >= 1 (the output layer), got {p['layers']}")
+    return p
 
 
 @functools.lru_cache(maxsize=4)
-def _data(data_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(X_train, y_train, X_val, y_val), loaded once per process."""
+def _data(data_seed: int) -> Any:
+    """The digits :class:`bnfast.data.Split`, loaded once per process."""
     from bnfast.data import load_digits
 
-    d = load_digits(seed=data_seed)
-    if isinstance(d, Mapping):
-        d = _pick(d.__getitem__, d.__contains__)
-    elif isinstance(d, tuple) and len(d) == 2 and all(len(p) == 2 for p in d):
-        d = (*d[0], *d[1])
-    elif not (isinstance(d, tuple) and len(d) == 4):
-        d = _pick(lambda k: getattr(d, k), lambda k: hasattr(d, k))
-    return tuple(d)  # type: ignore[return-value]
-
-
-def _pick(get: Callable[[str], Any], has: Callable[[str], bool]) -> tuple:
-    for names in (
-        ("X_train", "y_train", "X_val", "y_val"),
-        ("x_train", "y_train", "x_val", "y_val"),
-        ("X_train", "y_train", "X_valid", "y_valid"),
-        ("X_train", "y_train", "X_test", "y_test"),
-    ):
-        if all(has(n) for n in names):
-            return tuple(get(n) for n in names)
-    raise TypeError("load_digits() returned data in a layout bnfast.tune.digits does not know")
+    return load_digits(seed=data_seed)
 
 
 def _seed(*words: int) -> int:
@@ -90,53 +96,30 @@ def _seed(*words: int) -> int:
 
 
 def build_model(params: Mapping[str, Any], seed: int, n_in: int = 64, n_out: int = 10) -> Any:
-    """The network for ``params`` (missing keys from :data:`DEFAULTS`)."""
+    """The network for ``params`` (missing keys from :data:`DEFAULTS`), seeded with ``seed``."""
     from bnfast import nn
 
-    p = {**DEFAULTS, **params}
-    layers: list[Any] = []
-    width = n_in
-    for i in range(int(p["layers"]) - 1):
-        s = _seed(seed, i)
-        layers.append(
-            _call(nn.Linear, width, int(p["hidden"]), seed=s, rng=np.random.default_rng(s))
-        )
-        if p["batch_norm"]:
-            layers.append(nn.BatchNorm(int(p["hidden"])))
-        layers.append(nn.ReLU())
-        width = int(p["hidden"])
-    s = _seed(seed, 999)
-    layers.append(_call(nn.Linear, width, n_out, seed=s, rng=np.random.default_rng(s)))
-    return nn.Sequential(*layers)
+    p = _params(params)
+    hidden = [int(p["hidden"])] * (int(p["layers"]) - 1)
+    return nn.mlp(n_in, hidden, n_out, batch_norm=bool(p["batch_norm"]), seed=int(seed))
+
+
+def _set_beta1(opt: Any, name: str, beta1: float) -> None:
+    beta1 = float(beta1)
+    if not 0.0 <= beta1 < 1.0:
+        raise ValueError(f"beta1 must be in [0, 1), got {beta1}")
+    if BETA1[name] == "betas":
+        opt.betas = (beta1, opt.betas[1])
+    else:
+        setattr(opt, BETA1[name], beta1)
 
 
 def _optimizer(model: Any, p: Mapping[str, Any]) -> Any:
-    from bnfast import optim
+    from bnfast.optim import OPTIMIZERS
 
-    if p["optimizer"] == "momentum":
-        return _call(optim.Momentum, model.parameters(), lr=p["lr"], momentum=p["beta1"],
-                     beta=p["beta1"], grads=model.gradients())  # fmt: skip
-    return optim.Adam(
-        model.parameters(), lr=p["lr"], betas=(p["beta1"], 0.999), grads=model.gradients()
-    )
-
-
-def _last_val_accuracy(history: Any) -> float:
-    """The last epoch's validation accuracy from a fit() history, whatever its container."""
-    for key in ("val_accuracy", "val_acc"):
-        if isinstance(history, Mapping) and key in history:
-            v = history[key]
-            break
-        if hasattr(history, key):
-            v = getattr(history, key)
-            break
-    else:
-        if isinstance(history, (list, tuple)) and history and isinstance(history[-1], Mapping):
-            return _last_val_accuracy(history[-1])
-        raise TypeError("fit() history has no val_accuracy")
-    if isinstance(v, (list, tuple, np.ndarray)):
-        v = v[-1]
-    return float(v)
+    opt = OPTIMIZERS[p["optimizer"]](model.parameters(), lr=float(p["lr"]), grads=model.gradients())
+    _set_beta1(opt, p["optimizer"], p["beta1"])
+    return opt
 
 
 class DigitsModel:
@@ -144,27 +127,31 @@ class DigitsModel:
 
     def __init__(self, params: Mapping[str, Any], seed: int, data_seed: int = 0) -> None:
         self.seed, self.data_seed = int(seed), int(data_seed)
-        p = {**DEFAULTS, **params}
-        x_train = _data(self.data_seed)[0]
-        self.net = build_model(p, self.seed, n_in=int(np.asarray(x_train).shape[1]))
+        p = _params(params)
+        self.structure = {k: p[k] for k in STRUCTURAL}
+        self.net = build_model(p, self.seed, n_in=_data(self.data_seed).X_train.shape[1])
         self.opt = _optimizer(self.net, p)
-        self.optimizer = p["optimizer"]
 
     def train_epoch(self, params: Mapping[str, Any], epoch: int) -> float:
-        """One epoch with the current ``params`` (lr and beta1 may change between epochs)."""
+        """One epoch with the current ``params``: ``lr``, ``beta1`` and ``batch_size`` may change
+        between epochs; the network's shape and the optimizer may not."""
         from bnfast.train import fit
 
-        p = {**DEFAULTS, **params}
-        if hasattr(self.opt, "lr"):
-            self.opt.lr = float(p["lr"])
-        if hasattr(self.opt, "betas"):
-            self.opt.betas = (float(p["beta1"]), self.opt.betas[1])
-        elif hasattr(self.opt, "momentum") and self.optimizer == "momentum":
-            self.opt.momentum = float(p["beta1"])
-        x, y, xv, yv = _data(self.data_seed)
-        history = _call(fit, self.net, x, y, self.opt, epochs=1, batch_size=int(p["batch_size"]),
-                        validation=(xv, yv), seed=_seed(self.seed, epoch))  # fmt: skip
-        return _last_val_accuracy(history)
+        p = _params(params)
+        changed = [k for k in STRUCTURAL if p[k] != self.structure[k]]
+        if changed:
+            raise ValueError(
+                f"{', '.join(changed)} cannot change between epochs (they make the model); "
+                "only lr, beta1 and batch_size can"
+            )
+        self.opt.lr = float(p["lr"])
+        _set_beta1(self.opt, p["optimizer"], p["beta1"])
+        d = _data(self.data_seed)
+        history = fit(
+            self.net, d.X_train, d.y_train, self.opt, epochs=1, batch_size=int(p["batch_size"]),
+            validation=(d.X_val, d.y_val), seed=_seed(self.seed, epoch), progress=False,
+        )  # fmt: skip
+        return float(history.val_accuracy[-1])
 
 
 def objective(
@@ -172,11 +159,12 @@ def objective(
 ) -> float:
     """Train the digits network for ``epochs`` epochs; reports and returns validation accuracy.
 
-    ``fixed`` overrides parameters (``batch_norm=False`` for the plain network). Use
-    ``functools.partial(objective, epochs=..., batch_norm=...)`` to make a picklable variant.
+    ``fixed`` overrides parameters (``batch_norm=False`` for the plain network); an unknown
+    name is a TypeError. Use ``functools.partial(objective, epochs=..., batch_norm=...)`` to
+    make a picklable variant. Studies that run it pass ``objective_version=VERSION``.
     """
-    model = DigitsModel({**params, **fixed}, report.seed, data_seed)
     p = {**params, **fixed}
+    model = DigitsModel(p, report.seed, data_seed)
     acc = float("nan")
     for epoch in range(1, int(epochs) + 1):
         acc = model.train_epoch(p, epoch)

@@ -34,15 +34,21 @@ def compare(
     storage: Any = None,
     prefix: str = "",
     seed: int = 0,
+    objective_version: str | None = None,
     **optimize_kw: Any,
 ) -> dict[str, Study]:
-    """Run each objective on the same ``n_trials`` configurations (one study per label)."""
+    """Run each objective on the same ``n_trials`` configurations (one study per label).
+
+    ``objective_version`` is stored with (and checked against) every study, see :class:`Study`.
+    """
     from bnfast.tune.storage import Storage
 
     st = storage if isinstance(storage, Storage) else Storage(storage or ":memory:")
     out = {}
     for label, obj in objectives.items():
-        study = Study(space, st, name=f"{prefix}{label}", seed=seed)
+        study = Study(
+            space, st, name=f"{prefix}{label}", seed=seed, objective_version=objective_version
+        )
         out[label] = study.optimize(obj, n_trials, **optimize_kw)
     return out
 
@@ -122,7 +128,7 @@ def batchnorm_experiment(
         "plain": functools.partial(digits.objective, epochs=epochs, batch_norm=False),
     }
     studies = compare(objectives, space, n_trials, storage=storage, prefix="bn-", seed=seed,
-                      **optimize_kw)  # fmt: skip
+                      objective_version=digits.VERSION, **optimize_kw)  # fmt: skip
     text = compare_text(studies, target)
     if plot is not None:
         fig = plot_compare(studies, "lr", target)

@@ -21,7 +21,12 @@ from bnfast.tune.spaces import Box, Space, describe
 from bnfast.tune.storage import Storage, TrialRecord
 from bnfast.tune.strategies import Strategy, get_strategy, trial_streams
 
-__all__ = ["Study", "coarse_to_fine", "grid_search", "random_search"]
+__all__ = ["Study", "StudyMismatch", "coarse_to_fine", "grid_search", "random_search"]
+
+
+class StudyMismatch(ValueError):
+    """A stored study of the same name was made with another seed, direction, strategy, space
+    or objective version: resuming it would mix trials that are not comparable."""
 
 
 class Study:
@@ -40,9 +45,13 @@ class Study:
     direction : {"maximize", "minimize"}
     strategy : str or Strategy
         ``"random"``, ``"grid"``, ``"coarse-to-fine"`` or a :class:`Strategy`.
+    objective_version : str, optional
+        The objective's version (e.g. :data:`bnfast.tune.digits.VERSION`): when the objective
+        changes what it computes, its trials are no longer comparable with stored ones.
 
-    Reopening an existing study resumes it: the seed, direction, strategy and space must match
-    what is stored (a ValueError otherwise: use another ``name``).
+    Reopening an existing study resumes it: the seed, direction, strategy, space and objective
+    version must match what is stored (a :class:`StudyMismatch`, a ValueError, otherwise: use
+    another ``name``).
     """
 
     def __init__(
@@ -54,6 +63,7 @@ class Study:
         seed: int = 0,
         direction: str = "maximize",
         strategy: str | Strategy = "random",
+        objective_version: str | None = None,
     ) -> None:
         if direction not in ("maximize", "minimize"):
             raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
@@ -62,13 +72,24 @@ class Study:
         self.name = name
         self.seed = int(seed)
         self.direction = direction
+        self.objective_version = objective_version
         self.strategy = get_strategy(strategy) if space is not None or strategy != "panda" else None
         strategy_text = "panda" if self.strategy is None else self.strategy.describe()
         space_text = "" if space is None else describe(space)
         stored = self.storage.get_study(name)
         if stored is None:
-            self.storage.create_study(name, self.seed, direction, strategy_text, space_text, {})
+            meta = {} if objective_version is None else {"objective_version": objective_version}
+            self.storage.create_study(name, self.seed, direction, strategy_text, space_text, meta)
         else:
+            theirs = stored["meta"].get("objective_version")
+            if theirs != objective_version:
+                raise StudyMismatch(
+                    f"study {name!r} in {self.storage.path} was run by objective version "
+                    f"{_version_text(theirs)}, not {_version_text(objective_version)}: its "
+                    "trials are not comparable with this objective's. Start a new study in another "
+                    "storage file (bnfast tune --storage FILE) or under another name "
+                    "(--study NAME)"
+                )
             for key, mine in (
                 ("seed", self.seed),
                 ("direction", direction),
@@ -76,7 +97,7 @@ class Study:
                 ("space", space_text),
             ):
                 if stored[key] != mine:
-                    raise ValueError(
+                    raise StudyMismatch(
                         f"study {name!r} in {self.storage.path} has {key} {stored[key]!r}, "
                         f"not {mine!r}; use another study name to start a new search"
                     )
@@ -98,6 +119,7 @@ class Study:
         self = cls.__new__(cls)
         self.space, self.storage, self.name = None, st, name
         self.seed, self.direction, self.strategy = info["seed"], info["direction"], None
+        self.objective_version = info["meta"].get("objective_version")
         return self
 
     def close(self) -> None:
@@ -292,6 +314,10 @@ class Study:
         return ts[-1].number + 1 if ts else 0
 
 
+def _version_text(version: str | None) -> str:
+    return "(none recorded)" if version is None else repr(version)
+
+
 class _Progress:
     """A one-line text progress bar: done/total, best score, failures and prunes."""
 
@@ -335,8 +361,8 @@ class _Progress:
 def random_search(objective: Objective, space: Space, n_trials: int, **kwargs: Any) -> Study:
     """Random search: ``Study(space, strategy="random", ...).optimize(objective, n_trials)``.
 
-    Keyword arguments go to :class:`Study` (storage, name, seed, direction) or to
-    :meth:`Study.optimize` (executor, workers, pruner, max_in_flight, progress).
+    Keyword arguments go to :class:`Study` (storage, name, seed, direction, objective_version)
+    or to :meth:`Study.optimize` (executor, workers, pruner, max_in_flight, progress).
     """
     study_kw, run_kw = _split(kwargs)
     return Study(space, strategy="random", **study_kw).optimize(objective, n_trials, **run_kw)
@@ -372,7 +398,7 @@ def coarse_to_fine(
 
 
 def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    study_keys = {"storage", "name", "seed", "direction"}
+    study_keys = {"storage", "name", "seed", "direction", "objective_version"}
     return (
         {k: v for k, v in kwargs.items() if k in study_keys},
         {k: v for k, v in kwargs.items() if k not in study_keys},

@@ -577,7 +577,7 @@ inline void affine_constants(i64 c, double mean, double invstd, const T* weight,
   BNFAST_EXPECT((a).x != nullptr && (a).n_x >= (a).s.A * (a).s.C * (a).s.B)
 
 template <class T>
-void fwd_train(const BnTrainArgs<T>& a) {
+void batch_norm_train(const BatchNormTrainArgs<T>& a) {
   BNFAST_BN_EXPECT_SHAPE(a);
   const i64 n = a.s.A * a.s.C * a.s.B, C = a.s.C;
   BNFAST_EXPECT(a.y != nullptr && a.save_mean != nullptr && a.save_invstd != nullptr);
@@ -642,7 +642,7 @@ void fwd_train(const BnTrainArgs<T>& a) {
 }
 
 template <class T>
-void fwd_eval(const BnEvalArgs<T>& a) {
+void batch_norm_eval(const BatchNormEvalArgs<T>& a) {
   BNFAST_BN_EXPECT_SHAPE(a);
   const i64 n = a.s.A * a.s.C * a.s.B, C = a.s.C;
   BNFAST_EXPECT(a.y != nullptr && a.save_mean != nullptr && a.save_invstd != nullptr);
@@ -720,8 +720,8 @@ inline void sum_channel_units(const Plan& p, i64 c, F&& unit, double& s1, double
 // dx of plane segment u: dy * k + (x - mean) * c1 + c0 with its channel's coefficients; with
 // `prefetch`, pulls the next plane's segment of x and dy into L2 (see normalize_unit).
 template <class T>
-inline void dx_unit(const BnBackwardArgs<T>& a, const Plan& p, i64 u, T k, T c1, T c0, bool stream,
-                    bool prefetch = false) {
+inline void dx_unit(const BatchNormBackwardArgs<T>& a, const Plan& p, i64 u, T k, T c1, T c0,
+                    bool stream, bool prefetch = false) {
   using V = Vec<T>;
   const i64 plane = u / p.nseg, k0 = u % p.nseg;
   const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
@@ -740,81 +740,84 @@ inline void dx_unit(const BnBackwardArgs<T>& a, const Plan& p, i64 u, T k, T c1,
   });
 }
 
-// Per-channel sum(dy) and sum(dy * (x - mean)) in double.
+// Per-channel sum(dy) and sum(dy * (x - mean)) in double, rows traversal.
 template <class T>
-void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sdy, double* sdyx) {
+void grad_sums_rows(const T* dy, const T* x, const Plan& p, const T* mean, double* sdy,
+                    double* sdyx, int nt) {
   using V = Vec<T>;
-  const int nt = threads<T>(p, 2);
-  if (!p.planes) {
-    const i64 W = p.W;
-    Scratch<T> cm(W);
-    expand(p, mean, cm.data());
-    Scratch<double> g1(p.G * W), g2(p.G * W);
-    parallel_for(p.G, nt, [&](i64 g) {
-      Scratch<T> a1(W, x, 1344), a2(W, x, 2752);
-      double* s1 = &g1[g * W];
-      double* s2 = &g2[g * W];
-      std::fill(s1, s1 + W, 0.0);
-      std::fill(s2, s2 + W, 0.0);
-      const i64 r1 = p.group_begin(g + 1);
-      for (i64 c0 = p.group_begin(g); c0 < r1; c0 += p.R) {
-        // Row-major streaming with accumulators in L1 (strided walks defeat the prefetcher),
-        // kBlock rows at a time (see rows_moments).
-        std::fill(a1.data(), a1.data() + W, T(0));
-        std::fill(a2.data(), a2.data() + W, T(0));
-        const i64 c1 = std::min(c0 + p.R, r1);
-        const bool wide = W * static_cast<i64>(sizeof(T)) >= kBlockMinRowBytes;
-        const i64 pf = wide ? block_prefetch_bytes<T>(W, kBlock) : 0;  // short: measured slower
-        // `rows` is a compile-time count, so the loop over rows unrolls into registers.
-        auto block = [&](i64 r, auto rows_c) {
-          constexpr int rows = decltype(rows_c)::value;
-          const T* xr = x + r * W;
-          const T* dr = dy + r * W;
-          for_lanes<T>(W, [&](i64 j, int k) {
-            const V m = ld(&cm[j], k);
-            // Two chains each: short dependency chains keep many rows' loads in flight.
-            V t1[2] = {V::zero(), V::zero()}, t2[2] = {V::zero(), V::zero()};
-            for (int i = 0; i < rows; ++i) {
-              if (pf) {
-                prefetch_ahead(dr + i * W + j, pf);
-                prefetch_ahead(xr + i * W + j, pf);
-              }
-              const V d = ld(dr + i * W + j, k);
-              t1[i & 1] = t1[i & 1] + d;
-              t2[i & 1] = fmadd(d, ld(xr + i * W + j, k) - m, t2[i & 1]);
+  const i64 W = p.W;
+  Scratch<T> cm(W);
+  expand(p, mean, cm.data());
+  Scratch<double> g1(p.G * W), g2(p.G * W);
+  parallel_for(p.G, nt, [&](i64 g) {
+    Scratch<T> a1(W, x, 1344), a2(W, x, 2752);
+    double* s1 = &g1[g * W];
+    double* s2 = &g2[g * W];
+    std::fill(s1, s1 + W, 0.0);
+    std::fill(s2, s2 + W, 0.0);
+    const i64 r1 = p.group_begin(g + 1);
+    for (i64 c0 = p.group_begin(g); c0 < r1; c0 += p.R) {
+      // Row-major streaming with accumulators in L1 (strided walks defeat the prefetcher),
+      // kBlock rows at a time (see rows_moments).
+      std::fill(a1.data(), a1.data() + W, T(0));
+      std::fill(a2.data(), a2.data() + W, T(0));
+      const i64 c1 = std::min(c0 + p.R, r1);
+      const bool wide = W * static_cast<i64>(sizeof(T)) >= kBlockMinRowBytes;
+      const i64 pf = wide ? block_prefetch_bytes<T>(W, kBlock) : 0;  // short: measured slower
+      // `rows` is a compile-time count, so the loop over rows unrolls into registers.
+      auto block = [&](i64 r, auto rows_c) {
+        constexpr int rows = decltype(rows_c)::value;
+        const T* xr = x + r * W;
+        const T* dr = dy + r * W;
+        for_lanes<T>(W, [&](i64 j, int k) {
+          const V m = ld(&cm[j], k);
+          // Two chains each: short dependency chains keep many rows' loads in flight.
+          V t1[2] = {V::zero(), V::zero()}, t2[2] = {V::zero(), V::zero()};
+          for (int i = 0; i < rows; ++i) {
+            if (pf) {
+              prefetch_ahead(dr + i * W + j, pf);
+              prefetch_ahead(xr + i * W + j, pf);
             }
-            st(&a1[j], ld(&a1[j], k) + (t1[0] + t1[1]), k);
-            st(&a2[j], ld(&a2[j], k) + (t2[0] + t2[1]), k);
-          });
-        };
-        using Wide = std::integral_constant<int, kBlock>;
-        using Short = std::integral_constant<int, 2>;
-        i64 r = c0;
-        if (wide) {
-          for (; r + Wide::value <= c1; r += Wide::value) block(r, Wide{});
-        } else {
-          for (; r + Short::value <= c1; r += Short::value) block(r, Short{});
-        }
-        for (; r < c1; ++r) block(r, std::integral_constant<int, 1>{});
-        for (i64 j = 0; j < W; ++j) {
-          s1[j] += a1[j];
-          s2[j] += a2[j];
-        }
+            const V d = ld(dr + i * W + j, k);
+            t1[i & 1] = t1[i & 1] + d;
+            t2[i & 1] = fmadd(d, ld(xr + i * W + j, k) - m, t2[i & 1]);
+          }
+          st(&a1[j], ld(&a1[j], k) + (t1[0] + t1[1]), k);
+          st(&a2[j], ld(&a2[j], k) + (t2[0] + t2[1]), k);
+        });
+      };
+      using Wide = std::integral_constant<int, kBlock>;
+      using Short = std::integral_constant<int, 2>;
+      i64 r = c0;
+      if (wide) {
+        for (; r + Wide::value <= c1; r += Wide::value) block(r, Wide{});
+      } else {
+        for (; r + Short::value <= c1; r += Short::value) block(r, Short{});
       }
-    });
-    // Channels innermost, as in moments.
-    std::fill(sdy, sdy + p.C, 0.0);
-    std::fill(sdyx, sdyx + p.C, 0.0);
-    for (i64 g = 0; g < p.G; ++g) {
-      for (i64 b = 0; b < p.B; ++b) {
-        for (i64 c = 0; c < p.C; ++c) {
-          sdy[c] += g1[g * W + c * p.B + b];
-          sdyx[c] += g2[g * W + c * p.B + b];
-        }
+      for (; r < c1; ++r) block(r, std::integral_constant<int, 1>{});
+      for (i64 j = 0; j < W; ++j) {
+        s1[j] += a1[j];
+        s2[j] += a2[j];
       }
     }
-    return;
+  });
+  // Channels innermost, as in moments.
+  std::fill(sdy, sdy + p.C, 0.0);
+  std::fill(sdyx, sdyx + p.C, 0.0);
+  for (i64 g = 0; g < p.G; ++g) {
+    for (i64 b = 0; b < p.B; ++b) {
+      for (i64 c = 0; c < p.C; ++c) {
+        sdy[c] += g1[g * W + c * p.B + b];
+        sdyx[c] += g2[g * W + c * p.B + b];
+      }
+    }
   }
+}
+
+// The same, planes traversal.
+template <class T>
+void grad_sums_planes(const T* dy, const T* x, const Plan& p, const T* mean, double* sdy,
+                      double* sdyx, int nt) {
   const i64 U = p.units();
   Scratch<double> u1(U), u2(U);
   parallel_for(U, nt, [&](i64 u) { unit_grad_sums(dy, x, p, u, mean, u1[u], u2[u]); });
@@ -829,8 +832,114 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
   }
 }
 
+// Per-channel sum(dy) and sum(dy * (x - mean)) in double.
 template <class T>
-void backward(const BnBackwardArgs<T>& a) {
+void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sdy, double* sdyx) {
+  const int nt = threads<T>(p, 2);
+  if (p.planes) {
+    grad_sums_planes(dy, x, p, mean, sdy, sdyx, nt);
+  } else {
+    grad_sums_rows(dy, x, p, mean, sdy, sdyx, nt);
+  }
+}
+
+// Backward with each channel's sums and dx in one task while its planes are in cache
+// (channel_fused): finish(c, sdy, sdyx) turns the sums into dx's coefficients k, c1, c0.
+template <class T, class Finish>
+void backward_fused(const BatchNormBackwardArgs<T>& a, const Plan& p, bool need_sums,
+                    Finish&& finish, const T* k, const T* c1, const T* c0, bool stream, int nt) {
+  const i64 C = p.C;
+  parallel_for(
+      C, nt,
+      [&](i64 c) {
+        double sdy = 0, sdyx = 0;
+        if (need_sums) {
+          sum_channel_units(
+              p, c,
+              [&](i64 u, double& t1, double& t2) {
+                unit_grad_sums(a.dy, a.x, p, u, a.mean, t1, t2);
+              },
+              sdy, sdyx);
+        }
+        finish(c, sdy, sdyx);
+        for (i64 aa = 0; aa < p.A; ++aa) {
+          for (i64 s = 0; s < p.nseg; ++s) {
+            dx_unit(a, p, (aa * C + c) * p.nseg + s, k[c], c1[c], c0[c], stream, c + 1 < C);
+          }
+        }
+      },
+      [&] {
+        if (stream) stream_fence();
+      });
+}
+
+// dx = dy * k + (x - mean) * c1 + c0 with per-channel coefficients, rows traversal.
+template <class T>
+void dx_rows(const BatchNormBackwardArgs<T>& a, const Plan& p, const T* k, const T* c1, const T* c0,
+             bool stream, int nt) {
+  using V = Vec<T>;
+  const i64 W = p.W;
+  Scratch<T> wm(W), wk(W), w1(W), w0(W);
+  expand(p, a.mean, wm.data());
+  expand(p, k, wk.data());
+  expand(p, c1, w1.data());
+  expand(p, c0, w0.data());
+  auto end = [&] {
+    if (stream) stream_fence();
+  };
+  if (const i64 S = strip_lanes<T>(W, 4); S < W) {
+    const i64 pf = W * static_cast<i64>(sizeof(T));  // the next row's strip
+    for_row_strips(
+        p, S, nt,
+        [&](i64 r, i64 j0, i64 w) {
+          const T* xr = a.x + r * W + j0;
+          const T* dr = a.dy + r * W + j0;
+          T* out = a.dx + r * W + j0;
+          const T *m = &wm[j0], *ck = &wk[j0], *cc1 = &w1[j0], *cc0 = &w0[j0];
+          for_lanes_out<T>(w, stream, [&](i64 j, int n, bool s) {
+            prefetch_ahead(xr + j, pf);
+            prefetch_ahead(dr + j, pf);
+            const V t = fmadd(ld(dr + j, n), ld(ck + j, n), ld(cc0 + j, n));
+            st_out(out + j, fmadd(ld(xr + j, n) - ld(m + j, n), ld(cc1 + j, n), t), n, s);
+          });
+        },
+        end);
+    return;
+  }
+  parallel_for(
+      p.A, nt,
+      [&](i64 r) {
+        const T* xr = a.x + r * W;
+        const T* dr = a.dy + r * W;
+        T* out = a.dx + r * W;
+        for_lanes_out<T>(W, stream, [&](i64 j, int n, bool s) {
+          prefetch_ahead(xr + j);
+          prefetch_ahead(dr + j);
+          const V t = fmadd(ld(dr + j, n), ld(&wk[j], n), ld(&w0[j], n));
+          st_out(out + j, fmadd(ld(xr + j, n) - ld(&wm[j], n), ld(&w1[j], n), t), n, s);
+        });
+      },
+      end);
+}
+
+// The same, planes traversal.
+template <class T>
+void dx_planes(const BatchNormBackwardArgs<T>& a, const Plan& p, const T* k, const T* c1,
+               const T* c0, bool stream, int nt) {
+  const i64 C = p.C;
+  parallel_for(
+      p.units(), nt,
+      [&](i64 u) {
+        const i64 c = (u / p.nseg) % C;
+        dx_unit(a, p, u, k[c], c1[c], c0[c], stream);
+      },
+      [&] {
+        if (stream) stream_fence();
+      });
+}
+
+template <class T>
+void batch_norm_backward(const BatchNormBackwardArgs<T>& a) {
   BNFAST_BN_EXPECT_SHAPE(a);
   const i64 n = a.s.A * a.s.C * a.s.B, C = a.s.C;
   BNFAST_EXPECT(a.dy != nullptr && a.mean != nullptr && a.invstd != nullptr);
@@ -865,28 +974,7 @@ void backward(const BnBackwardArgs<T>& a) {
     c0[c] = a.training ? static_cast<T>(-kc * sdy / M) : T(0);
   };
   if (a.dx && channel_fused<T>(p, 2)) {
-    parallel_for(
-        C, nt,
-        [&](i64 c) {
-          double sdy = 0, sdyx = 0;
-          if (need_sums) {
-            sum_channel_units(
-                p, c,
-                [&](i64 u, double& t1, double& t2) {
-                  unit_grad_sums(a.dy, a.x, p, u, a.mean, t1, t2);
-                },
-                sdy, sdyx);
-          }
-          finish(c, sdy, sdyx);
-          for (i64 aa = 0; aa < p.A; ++aa) {
-            for (i64 s = 0; s < p.nseg; ++s) {
-              dx_unit(a, p, (aa * C + c) * p.nseg + s, k[c], c1[c], c0[c], stream, c + 1 < C);
-            }
-          }
-        },
-        [&] {
-          if (stream) stream_fence();
-        });
+    backward_fused(a, p, need_sums, finish, k.data(), c1.data(), c0.data(), stream, nt);
     return;
   }
   Scratch<double> sdy(C), sdyx(C);
@@ -898,68 +986,18 @@ void backward(const BnBackwardArgs<T>& a) {
   }
   for (i64 c = 0; c < C; ++c) finish(c, sdy[c], sdyx[c]);
   if (!a.dx) return;
-  using V = Vec<T>;
-  if (!p.planes) {
-    const i64 W = p.W;
-    Scratch<T> wm(W), wk(W), w1(W), w0(W);
-    expand(p, a.mean, wm.data());
-    expand(p, k.data(), wk.data());
-    expand(p, c1.data(), w1.data());
-    expand(p, c0.data(), w0.data());
-    auto end = [&] {
-      if (stream) stream_fence();
-    };
-    if (const i64 S = strip_lanes<T>(W, 4); S < W) {
-      const i64 pf = W * static_cast<i64>(sizeof(T));  // the next row's strip
-      for_row_strips(
-          p, S, nt,
-          [&](i64 r, i64 j0, i64 w) {
-            const T* xr = a.x + r * W + j0;
-            const T* dr = a.dy + r * W + j0;
-            T* out = a.dx + r * W + j0;
-            const T *m = &wm[j0], *ck = &wk[j0], *cc1 = &w1[j0], *cc0 = &w0[j0];
-            for_lanes_out<T>(w, stream, [&](i64 j, int n, bool s) {
-              prefetch_ahead(xr + j, pf);
-              prefetch_ahead(dr + j, pf);
-              const V t = fmadd(ld(dr + j, n), ld(ck + j, n), ld(cc0 + j, n));
-              st_out(out + j, fmadd(ld(xr + j, n) - ld(m + j, n), ld(cc1 + j, n), t), n, s);
-            });
-          },
-          end);
-      return;
-    }
-    parallel_for(
-        p.A, nt,
-        [&](i64 r) {
-          const T* xr = a.x + r * W;
-          const T* dr = a.dy + r * W;
-          T* out = a.dx + r * W;
-          for_lanes_out<T>(W, stream, [&](i64 j, int n, bool s) {
-            prefetch_ahead(xr + j);
-            prefetch_ahead(dr + j);
-            const V t = fmadd(ld(dr + j, n), ld(&wk[j], n), ld(&w0[j], n));
-            st_out(out + j, fmadd(ld(xr + j, n) - ld(&wm[j], n), ld(&w1[j], n), t), n, s);
-          });
-        },
-        end);
-    return;
+  if (p.planes) {
+    dx_planes(a, p, k.data(), c1.data(), c0.data(), stream, nt);
+  } else {
+    dx_rows(a, p, k.data(), c1.data(), c0.data(), stream, nt);
   }
-  parallel_for(
-      p.units(), nt,
-      [&](i64 u) {
-        const i64 c = (u / p.nseg) % C;
-        dx_unit(a, p, u, k[c], c1[c], c0[c], stream);
-      },
-      [&] {
-        if (stream) stream_fence();
-      });
 }
 
 }  // namespace
 
-BatchNormKernels batchnorm_kernels() {
-  return {{&fwd_train<float>, &fwd_eval<float>, &backward<float>},
-          {&fwd_train<double>, &fwd_eval<double>, &backward<double>}};
+BatchNormKernels batch_norm_kernels() {
+  return {{&batch_norm_train<float>, &batch_norm_eval<float>, &batch_norm_backward<float>},
+          {&batch_norm_train<double>, &batch_norm_eval<double>, &batch_norm_backward<double>}};
 }
 
 }  // namespace BNFAST_NS

@@ -1,5 +1,5 @@
-// Softmax, log-softmax (forward and backward), softmax cross-entropy with its gradient, and
-// sigmoid binary cross-entropy; one source compiled for every ISA.
+// Softmax, log-softmax (forward and backward) and softmax cross-entropy with its gradient; one
+// source compiled for every ISA.
 //
 // Math per row (K values x_k): m = max x_k (0 instead when the row is all -inf, so -inf - m
 // stays -inf and never becomes NaN), z_k = x_k - m, e_k = exp(z_k), s = sum e_k, L = log s:
@@ -86,12 +86,6 @@ inline void tile_out(const T* tile, T* dst, i64 n, i64 K) {
   for (; i < n; ++i) {
     for (i64 k = 0; k < K; ++k) dst[i * K + k] = tile[k * n + i];
   }
-}
-
-// v in the first n lanes, 0 elsewhere.
-template <class T>
-inline Vec<T> keep(Vec<T> v, int n) {
-  return n == Vec<T>::N ? v : select(Vec<T>::tail_mask(n), v, Vec<T>::zero());
 }
 
 template <class T>
@@ -189,7 +183,7 @@ inline Vec<T> log_sum(Vec<T> s) {
 // ---- softmax / log_softmax ------------------------------------------------------------------
 
 template <class T>
-void softmax_rows(const SoftmaxArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
+void run_rows(const SoftmaxArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
   using V = Vec<T>;
   constexpr int N = V::N;
   const i64 K = p.K;
@@ -229,7 +223,7 @@ void softmax_rows(const SoftmaxArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
 }
 
 template <class T>
-void softmax_cols(const SoftmaxArgs<T>& a, const Plan& p, i64 ai, i64 b0, i64 b1) {
+void run_cols(const SoftmaxArgs<T>& a, const Plan& p, i64 ai, i64 b0, i64 b1) {
   using V = Vec<T>;
   constexpr int N = V::N;
   const i64 K = p.K, B = p.B;
@@ -258,14 +252,14 @@ void softmax_cols(const SoftmaxArgs<T>& a, const Plan& p, i64 ai, i64 b0, i64 b1
 }
 
 template <class T>
-void softmax_tiled(const SoftmaxArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
+void run_tiled(const SoftmaxArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
   const i64 n = r1 - r0, K = p.K;
   Scratch<T> xt(K * n), yt(K * n);
   tile_in(a.x + r0 * K, xt.data(), n, K);
   SoftmaxArgs<T> b = a;
   b.x = xt.data();
   b.y = yt.data();
-  softmax_cols(b, tile_plan(p, n), 0, 0, n);
+  run_cols(b, tile_plan(p, n), 0, 0, n);
   tile_out(yt.data(), a.y + r0 * K, n, K);
 }
 
@@ -274,33 +268,9 @@ void softmax_tiled(const SoftmaxArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
   BNFAST_EXPECT((s).A >= 0 && (s).C >= 0 && (s).B >= 0 && \
                 ((s).C == 0 || (s).A * (s).B <= INT64_MAX / (s).C))
 
-template <class T>
-void softmax(const SoftmaxArgs<T>& a) {
-  BNFAST_SM_EXPECT_SHAPE(a.s);
-  const i64 n = a.s.A * a.s.C * a.s.B;
-  BNFAST_EXPECT(a.x != nullptr && a.y != nullptr);
-  BNFAST_EXPECT_FITS(a.x, a.n_x, n);
-  BNFAST_EXPECT_FITS(a.y, a.n_y, n);
-  const Plan p = make_plan<T>(a.s);
-  if (p.rows == 0 || p.K == 0) return;
-  const int nt = threads<T>(p, 2);
-  parallel_for(p.units, nt, [&](i64 u) {
-    unit_range(
-        p, u,
-        [&](i64 r0, i64 r1) {
-          if (p.tiled) {
-            softmax_tiled(a, p, r0, r1);
-          } else {
-            softmax_rows(a, p, r0, r1);
-          }
-        },
-        [&](i64 ai, i64 b0, i64 b1) { softmax_cols(a, p, ai, b0, b1); });
-  });
-}
-
 // softmax:     dx = y * (dy - sum(y * dy));  log_softmax: dx = dy - exp(y) * sum(dy)
 template <class T>
-void backward_rows(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
+void run_rows(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
   using V = Vec<T>;
   const i64 K = p.K;
   for (i64 r = r0; r < r1; ++r) {
@@ -322,7 +292,7 @@ void backward_rows(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 r0, i64 r
 }
 
 template <class T>
-void backward_cols(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 ai, i64 b0, i64 b1) {
+void run_cols(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 ai, i64 b0, i64 b1) {
   using V = Vec<T>;
   constexpr int N = V::N;
   const i64 K = p.K, B = p.B;
@@ -346,7 +316,7 @@ void backward_cols(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 ai, i64 b
 }
 
 template <class T>
-void backward_tiled(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
+void run_tiled(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
   const i64 n = r1 - r0, K = p.K;
   Scratch<T> yt(K * n), dyt(K * n);
   tile_in(a.y + r0 * K, yt.data(), n, K);
@@ -355,8 +325,39 @@ void backward_tiled(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 r0, i64 
   b.y = yt.data();
   b.dy = dyt.data();
   b.dx = dyt.data();  // in place in the tile
-  backward_cols(b, tile_plan(p, n), 0, 0, n);
+  run_cols(b, tile_plan(p, n), 0, 0, n);
   tile_out(dyt.data(), a.dx + r0 * K, n, K);
+}
+
+// Runs a softmax or softmax-backward pass (run_rows, run_cols and run_tiled, overloaded on its
+// arguments) over the work units of the shape's plan; `arrays` is the count of arrays it moves.
+template <class T, class Args>
+void run(const Args& a, int arrays) {
+  const Plan p = make_plan<T>(a.s);
+  if (p.rows == 0 || p.K == 0) return;
+  const int nt = threads<T>(p, arrays);
+  parallel_for(p.units, nt, [&](i64 u) {
+    unit_range(
+        p, u,
+        [&](i64 r0, i64 r1) {
+          if (p.tiled) {
+            run_tiled(a, p, r0, r1);
+          } else {
+            run_rows(a, p, r0, r1);
+          }
+        },
+        [&](i64 ai, i64 b0, i64 b1) { run_cols(a, p, ai, b0, b1); });
+  });
+}
+
+template <class T>
+void softmax(const SoftmaxArgs<T>& a) {
+  BNFAST_SM_EXPECT_SHAPE(a.s);
+  const i64 n = a.s.A * a.s.C * a.s.B;
+  BNFAST_EXPECT(a.x != nullptr && a.y != nullptr);
+  BNFAST_EXPECT_FITS(a.x, a.n_x, n);
+  BNFAST_EXPECT_FITS(a.y, a.n_y, n);
+  run<T>(a, 2);
 }
 
 template <class T>
@@ -367,27 +368,13 @@ void softmax_backward(const SoftmaxBackwardArgs<T>& a) {
   BNFAST_EXPECT_FITS(a.y, a.n_y, n);
   BNFAST_EXPECT_FITS(a.dy, a.n_dy, n);
   BNFAST_EXPECT_FITS(a.dx, a.n_dx, n);
-  const Plan p = make_plan<T>(a.s);
-  if (p.rows == 0 || p.K == 0) return;
-  const int nt = threads<T>(p, 3);
-  parallel_for(p.units, nt, [&](i64 u) {
-    unit_range(
-        p, u,
-        [&](i64 r0, i64 r1) {
-          if (p.tiled) {
-            backward_tiled(a, p, r0, r1);
-          } else {
-            backward_rows(a, p, r0, r1);
-          }
-        },
-        [&](i64 ai, i64 b0, i64 b1) { backward_cols(a, p, ai, b0, b1); });
-  });
+  run<T>(a, 3);
 }
 
 // ---- cross-entropy --------------------------------------------------------------------------
 
 template <class T>
-struct XentCtx {
+struct SoftmaxCrossEntropyCtx {
   i64 K, B;
   bool smooth, prob;
   T one_eps, eps_k, W;  // 1 - eps, eps / K, sum of the class weights (K without weights)
@@ -396,7 +383,7 @@ struct XentCtx {
 
 // Per-row statistics of a group of rows, one lane per row.
 template <class T>
-struct XentStats {
+struct SoftmaxCrossEntropyStats {
   static constexpr int N = Vec<T>::N;
   alignas(64) T m[N];
   alignas(64) T s[N];
@@ -418,7 +405,7 @@ struct XentStats {
 };
 
 template <class T>
-struct XentCoef {
+struct SoftmaxCrossEntropyCoef {
   Vec<T> loss, alpha, beta, gamma;
 };
 
@@ -426,12 +413,13 @@ struct XentCoef {
 // softmax.h): grad_j = alpha e_j - gamma w_j (class; t'_j w_j for probabilities), then
 // grad_y -= beta. Rows whose sum s is 0 (all -inf) get loss +inf.
 template <class T>
-inline XentCoef<T> xent_coef(const XentCtx<T>& c, Vec<T> s, Vec<T> u, Vec<T> v, Vec<T> g,
-                             Vec<T> wy) {
+inline SoftmaxCrossEntropyCoef<T> softmax_cross_entropy_coef(const SoftmaxCrossEntropyCtx<T>& c,
+                                                             Vec<T> s, Vec<T> u, Vec<T> v, Vec<T> g,
+                                                             Vec<T> wy) {
   using V = Vec<T>;
   const V L = vlog(s);
   const V inv = inv_sum(s);
-  XentCoef<T> r;
+  SoftmaxCrossEntropyCoef<T> r;
   if (c.prob) {
     r.loss = v * L - u;
     r.alpha = g * v * inv;
@@ -454,13 +442,14 @@ inline XentCoef<T> xent_coef(const XentCtx<T>& c, Vec<T> s, Vec<T> u, Vec<T> v, 
   return r;
 }
 
-// The same for rows kept in a XentStats (rows traversal); dead rows get all zeros.
+// The same for rows kept in a SoftmaxCrossEntropyStats (rows traversal); dead rows get all zeros.
 template <class T>
-inline void xent_finalize(const XentCtx<T>& c, XentStats<T>& st_) {
+inline void softmax_cross_entropy_finalize(const SoftmaxCrossEntropyCtx<T>& c,
+                                           SoftmaxCrossEntropyStats<T>& st_) {
   using V = Vec<T>;
   const V s = V::load(st_.s);
-  const XentCoef<T> r = xent_coef(c, s, V::load(st_.u), V::load(st_.v), V::load(st_.g),
-                                  c.prob ? V::zero() : V::load(st_.wy));
+  const SoftmaxCrossEntropyCoef<T> r = softmax_cross_entropy_coef(
+      c, s, V::load(st_.u), V::load(st_.v), V::load(st_.g), c.prob ? V::zero() : V::load(st_.wy));
   const auto dead = cmp_eq(V::load(st_.live), V::zero());
   select(dead, V::zero(), r.loss).store(st_.loss);
   select(dead, V::zero(), r.alpha).store(st_.alpha);
@@ -475,7 +464,7 @@ inline i64 target_at(const void* t, i64 r) {
 
 // Class index of row r, or -1 for an ignored row (targets are validated by the caller).
 template <class T, TargetKind kKind>
-inline i64 class_of(const XentArgs<T>& a, i64 r) {
+inline i64 class_of(const SoftmaxCrossEntropyArgs<T>& a, i64 r) {
   i64 y;
   if constexpr (kKind == TargetKind::i32) {
     y = target_at<T, std::int32_t>(a.target, r);
@@ -486,14 +475,16 @@ inline i64 class_of(const XentArgs<T>& a, i64 r) {
 }
 
 template <class T, TargetKind kKind>
-double xent_rows(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r0, i64 r1) {
+double softmax_cross_entropy_rows(const SoftmaxCrossEntropyArgs<T>& a,
+                                  const SoftmaxCrossEntropyCtx<T>& c, const Plan& p, i64 r0,
+                                  i64 r1) {
   using V = Vec<T>;
   constexpr bool kProb = kKind == TargetKind::prob;
   const i64 K = p.K;
   const V ninf = V::set1(-kInf<T>), one = V::set1(T(1));
   const V one_eps = V::set1(c.one_eps), eps_k = V::set1(c.eps_k);
   const T* tgt = kProb ? static_cast<const T*>(a.target) : nullptr;
-  XentStats<T> st_;
+  SoftmaxCrossEntropyStats<T> st_;
   double acc = 0;
   // One row per group: the next row's max is taken in this row's last pass (two independent
   // streams in one loop instead of a latency-bound max loop of its own); same operations in
@@ -553,7 +544,7 @@ double xent_rows(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r
         st_.u[i] = xr[st_.y[i]] - m;
       }
     }
-    xent_finalize(c, st_);
+    softmax_cross_entropy_finalize(c, st_);
     for (int i = 0; i < n; ++i) {
       const i64 row = r + i;
       T* gr = a.grad + row * K;
@@ -615,7 +606,9 @@ double xent_rows(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r
 // the losses are summed in one double accumulator per lane (combined in lane order at the end
 // of the unit: fixed, so bitwise the same for any thread count).
 template <class T, TargetKind kKind>
-double xent_cols(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 ai, i64 b0, i64 b1) {
+double softmax_cross_entropy_cols(const SoftmaxCrossEntropyArgs<T>& a,
+                                  const SoftmaxCrossEntropyCtx<T>& c, const Plan& p, i64 ai, i64 b0,
+                                  i64 b1) {
   using V = Vec<T>;
   constexpr int N = V::N;
   constexpr bool kProb = kKind == TargetKind::prob;
@@ -695,7 +688,7 @@ double xent_cols(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 a
       for (int i = 0; i < N; ++i) yf[i] = i < n && yi[i] >= 0 ? x[yi[i] * B + i] - tmp[i] : T(0);
       u = V::load(yf);
     }
-    XentCoef<T> f = xent_coef(c, s, u, v, g, wy);
+    SoftmaxCrossEntropyCoef<T> f = softmax_cross_entropy_coef(c, s, u, v, g, wy);
     const auto dead = cmp_eq(select(live, one, zero), zero);
     f.loss = select(dead, zero, f.loss);
     for (i64 k = 0; k < K; ++k) {
@@ -725,12 +718,14 @@ double xent_cols(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 a
 }
 
 template <class T, TargetKind kKind>
-double xent_tiled(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 r0, i64 r1) {
+double softmax_cross_entropy_tiled(const SoftmaxCrossEntropyArgs<T>& a,
+                                   const SoftmaxCrossEntropyCtx<T>& c, const Plan& p, i64 r0,
+                                   i64 r1) {
   constexpr bool kProb = kKind == TargetKind::prob;
   const i64 n = r1 - r0, K = p.K;
   Scratch<T> xt(K * n), gt(K * n), tt(kProb ? K * n : 1);
   tile_in(a.x + r0 * K, xt.data(), n, K);
-  XentArgs<T> b = a;
+  SoftmaxCrossEntropyArgs<T> b = a;
   b.x = xt.data();
   b.grad = gt.data();
   if constexpr (kProb) {
@@ -743,18 +738,18 @@ double xent_tiled(const XentArgs<T>& a, const XentCtx<T>& c, const Plan& p, i64 
   }
   if (a.grad_output) b.grad_output = a.grad_output + r0;
   if (a.row_loss) b.row_loss = a.row_loss + r0;
-  const double acc = xent_cols<T, kKind>(b, c, tile_plan(p, n), 0, 0, n);
+  const double acc = softmax_cross_entropy_cols<T, kKind>(b, c, tile_plan(p, n), 0, 0, n);
   tile_out(gt.data(), a.grad + r0 * K, n, K);
   return acc;
 }
 
 template <class T, TargetKind kKind>
-void xent_impl(const XentArgs<T>& a) {
+void softmax_cross_entropy_impl(const SoftmaxCrossEntropyArgs<T>& a) {
   const Plan p = make_plan<T>(a.s);
   *a.loss_sum = 0;
   if (p.K == 0 && a.row_loss) std::fill(a.row_loss, a.row_loss + p.rows, T(0));
   if (p.rows == 0 || p.K == 0) return;
-  XentCtx<T> c{};
+  SoftmaxCrossEntropyCtx<T> c{};
   c.K = p.K;
   c.B = p.B;
   c.prob = kKind == TargetKind::prob;
@@ -774,10 +769,12 @@ void xent_impl(const XentArgs<T>& a) {
     unit_range(
         p, u,
         [&](i64 r0, i64 r1) {
-          usum[u] = p.tiled ? xent_tiled<T, kKind>(a, c, p, r0, r1)
-                            : xent_rows<T, kKind>(a, c, p, r0, r1);
+          usum[u] = p.tiled ? softmax_cross_entropy_tiled<T, kKind>(a, c, p, r0, r1)
+                            : softmax_cross_entropy_rows<T, kKind>(a, c, p, r0, r1);
         },
-        [&](i64 ai, i64 b0, i64 b1) { usum[u] = xent_cols<T, kKind>(a, c, p, ai, b0, b1); });
+        [&](i64 ai, i64 b0, i64 b1) {
+          usum[u] = softmax_cross_entropy_cols<T, kKind>(a, c, p, ai, b0, b1);
+        });
   });
   double total = 0;
   for (i64 u = 0; u < p.units; ++u) total += usum[u];
@@ -785,7 +782,7 @@ void xent_impl(const XentArgs<T>& a) {
 }
 
 template <class T>
-void xent(const XentArgs<T>& a) {
+void softmax_cross_entropy(const SoftmaxCrossEntropyArgs<T>& a) {
   BNFAST_SM_EXPECT_SHAPE(a.s);
   const i64 rows = a.s.A * a.s.B, n = rows * a.s.C;
   BNFAST_EXPECT(a.x != nullptr && a.target != nullptr && a.grad != nullptr && a.loss_sum);
@@ -797,79 +794,12 @@ void xent(const XentArgs<T>& a) {
   BNFAST_EXPECT_FITS(a.row_loss, a.n_row_loss, rows);
   switch (a.kind) {
     case TargetKind::i32:
-      return xent_impl<T, TargetKind::i32>(a);
+      return softmax_cross_entropy_impl<T, TargetKind::i32>(a);
     case TargetKind::i64:
-      return xent_impl<T, TargetKind::i64>(a);
+      return softmax_cross_entropy_impl<T, TargetKind::i64>(a);
     case TargetKind::prob:
-      return xent_impl<T, TargetKind::prob>(a);
+      return softmax_cross_entropy_impl<T, TargetKind::prob>(a);
   }
-}
-
-// ---- sigmoid binary cross-entropy ------------------------------------------------------------
-
-constexpr i64 kBceUnitBytes = 32 * 1024;
-
-template <class T>
-void bce(const BceArgs<T>& a) {
-  using V = Vec<T>;
-  BNFAST_EXPECT(a.n >= 0 && a.C >= 0 && (a.n == 0 || (a.C >= 1 && a.n % a.C == 0)));
-  BNFAST_EXPECT(a.x != nullptr && a.y != nullptr && a.grad != nullptr && a.loss_sum);
-  BNFAST_EXPECT_FITS(a.x, a.n_x, a.n);
-  BNFAST_EXPECT_FITS(a.y, a.n_y, a.n);
-  BNFAST_EXPECT_FITS(a.weight, a.n_weight, a.weight_full ? a.n : a.C);
-  BNFAST_EXPECT_FITS(a.pos_weight, a.n_pos_weight, a.pos_weight_full ? a.n : a.C);
-  BNFAST_EXPECT_FITS(a.grad_output, a.n_grad_output, a.n);
-  BNFAST_EXPECT_FITS(a.grad, a.n_grad, a.n);
-  BNFAST_EXPECT_FITS(a.elem_loss, a.n_elem_loss, a.n);
-  *a.loss_sum = 0;
-  if (a.n == 0) return;
-  const i64 C = a.C;
-  const i64 rows = a.n / C;
-  const i64 R = std::max<i64>(1, kBceUnitBytes / (C * static_cast<i64>(sizeof(T))));
-  const i64 units = (rows + R - 1) / R;
-  Scratch<double> usum(units);
-  const T scale = static_cast<T>(a.elem_scale);
-  const int nt = threads_for(a.n * static_cast<i64>(sizeof(T)) * 3);
-  parallel_for(units, nt, [&](i64 u) {
-    const V one = V::set1(T(1)), zero = V::zero();
-    double acc = 0;
-    for (i64 r = u * R; r < std::min(rows, (u + 1) * R); ++r) {
-      V lacc = zero;
-      for_lanes<T>(C, [&](i64 j, int k) {
-        const i64 i = r * C + j;
-        const V x = ld(a.x + i, k), y = ld(a.y + i, k);
-        const V e = vexp_nonpos(zero - abs(x));            // exp(-|x|) in (0, 1]
-        const V sp = vlog1p_pos(e) + max(zero - x, zero);  // softplus(-x)
-        const V q = one / (one + e);
-        const V sig = select(cmp_lt(x, zero), e * q, q);
-        V loss, g;
-        if (a.pos_weight) {
-          const V pw = ld(a.pos_weight + (a.pos_weight_full ? i : j), k);
-          const V c = fmadd(pw - one, y, one);
-          loss = fmadd(one - y, x, c * sp);
-          g = fnmadd(pw, y, c * sig);
-        } else {
-          loss = fmadd(one - y, x, sp);
-          g = sig - y;
-        }
-        if (a.weight) {
-          const V w = ld(a.weight + (a.weight_full ? i : j), k);
-          loss = loss * w;
-          g = g * w;
-        }
-        g = g * V::set1(scale);
-        if (a.grad_output) g = g * ld(a.grad_output + i, k);
-        st(a.grad + i, g, k);
-        if (a.elem_loss) st(a.elem_loss + i, loss, k);
-        lacc = lacc + keep(loss, k);
-      });
-      acc += static_cast<double>(reduce_add(lacc));
-    }
-    usum[u] = acc;
-  });
-  double total = 0;
-  for (i64 u = 0; u < units; ++u) total += usum[u];
-  *a.loss_sum = total;
 }
 
 // ---- exp / log over arrays (for measuring vmath.h) -------------------------------------------
@@ -917,9 +847,9 @@ TargetCheck check_targets(const Y* t, i64 rows, i64 K, i64 ignore) {
 }  // namespace
 
 SoftmaxKernels softmax_kernels() {
-  return {{&softmax<float>, &softmax_backward<float>, &xent<float>, &bce<float>, &exp_array<float>,
-           &log_array<float>},
-          {&softmax<double>, &softmax_backward<double>, &xent<double>, &bce<double>,
+  return {{&softmax<float>, &softmax_backward<float>, &softmax_cross_entropy<float>,
+           &exp_array<float>, &log_array<float>},
+          {&softmax<double>, &softmax_backward<double>, &softmax_cross_entropy<double>,
            &exp_array<double>, &log_array<double>},
           &check_targets<std::int32_t>,
           &check_targets<std::int64_t>};

@@ -4,18 +4,12 @@
 
 namespace bnfast {
 
-BNFAST_DEFINE_KERNELS_ACTIVE(BatchNormKernels, batchnorm_kernels)
-
 namespace bind {
 namespace {
 
 template <class T>
 const BatchNormFns<T>& fns() {
-  if constexpr (std::is_same<T, float>::value) {
-    return batchnorm_kernels_active().f32;
-  } else {
-    return batchnorm_kernels_active().f64;
-  }
+  return by_type<T>(batch_norm_kernels_active());
 }
 
 template <class T>
@@ -40,10 +34,11 @@ inline void check_values_per_channel(const Shape3& s, const py::array& x) {
 }
 
 template <class T>
-py::tuple fwd_train(const py::array& x, int axis, const py::object& weight, const py::object& bias,
-                    const py::object& running_mean, const py::object& running_var, double momentum,
-                    double eps, const py::object& out) {
-  BnTrainArgs<T> a{};
+py::tuple batch_norm_train(const py::array& x, int axis, const py::object& weight,
+                           const py::object& bias, const py::object& running_mean,
+                           const py::object& running_var, double momentum, double eps,
+                           const py::object& out) {
+  BatchNormTrainArgs<T> a{};
   a.s = view3(x, axis, "x");
   a.x = in_ptr<T>(x, "x");
   a.n_x = x.size();
@@ -74,16 +69,16 @@ py::tuple fwd_train(const py::array& x, int axis, const py::object& weight, cons
   a.n_save_mean = a.n_save_invstd = C;
   {
     py::gil_scoped_release nogil;
-    fns<T>().fwd_train(a);
+    fns<T>().batch_norm_train(a);
   }
   return py::make_tuple(y, save_mean, save_invstd);
 }
 
 template <class T>
-py::tuple fwd_eval(const py::array& x, int axis, const py::object& weight, const py::object& bias,
-                   const py::object& running_mean, const py::object& running_var, double eps,
-                   const py::object& out) {
-  BnEvalArgs<T> a{};
+py::tuple batch_norm_eval(const py::array& x, int axis, const py::object& weight,
+                          const py::object& bias, const py::object& running_mean,
+                          const py::object& running_var, double eps, const py::object& out) {
+  BatchNormEvalArgs<T> a{};
   a.s = view3(x, axis, "x");
   a.x = in_ptr<T>(x, "x");
   a.n_x = x.size();
@@ -111,16 +106,16 @@ py::tuple fwd_eval(const py::array& x, int axis, const py::object& weight, const
   a.n_save_mean = a.n_save_invstd = C;
   {
     py::gil_scoped_release nogil;
-    fns<T>().fwd_eval(a);
+    fns<T>().batch_norm_eval(a);
   }
   return py::make_tuple(y, save_mean, save_invstd);
 }
 
 template <class T>
-py::tuple backward(const py::array& dy, const py::array& x, int axis, const py::object& mean,
-                   const py::object& invstd, const py::object& weight, bool training,
-                   const py::object& out) {
-  BnBackwardArgs<T> a{};
+py::tuple batch_norm_backward(const py::array& dy, const py::array& x, int axis,
+                              const py::object& mean, const py::object& invstd,
+                              const py::object& weight, bool training, const py::object& out) {
+  BatchNormBackwardArgs<T> a{};
   a.s = view3(x, axis, "x");
   a.x = in_ptr<T>(x, "x");
   a.n_x = x.size();
@@ -148,7 +143,7 @@ py::tuple backward(const py::array& dy, const py::array& x, int axis, const py::
   a.n_dweight = a.n_dbias = C;
   {
     py::gil_scoped_release nogil;
-    fns<T>().backward(a);
+    fns<T>().batch_norm_backward(a);
   }
   return py::make_tuple(dx, dweight, dbias);
 }
@@ -158,40 +153,41 @@ py::tuple backward(const py::array& dy, const py::array& x, int axis, const py::
 void bind_batchnorm(py::module_& m) {
   using py::arg;
   m.def(
-      "batchnorm_fwd_train",
+      "batch_norm_train",
       [](py::object x_, int axis, py::object weight, py::object bias, py::object running_mean,
          py::object running_var, double momentum, double eps, py::object out) {
         py::array x = as_array(x_, "x");
-        return float_dtype(x, "x") == Dtype::f32
-                   ? fwd_train<float>(x, axis, weight, bias, running_mean, running_var, momentum,
-                                      eps, out)
-                   : fwd_train<double>(x, axis, weight, bias, running_mean, running_var, momentum,
-                                       eps, out);
+        return dispatch_dtype(float_dtype(x, "x"), [&](auto t) {
+          return batch_norm_train<typename decltype(t)::type>(x, axis, weight, bias, running_mean,
+                                                              running_var, momentum, eps, out);
+        });
       },
       arg("x"), arg("axis"), arg("weight").none(true), arg("bias").none(true),
       arg("running_mean").none(true), arg("running_var").none(true), arg("momentum"), arg("eps"),
       arg("out").none(true));
   m.def(
-      "batchnorm_fwd_eval",
+      "batch_norm_eval",
       [](py::object x_, int axis, py::object weight, py::object bias, py::object running_mean,
          py::object running_var, double eps, py::object out) {
         py::array x = as_array(x_, "x");
-        return float_dtype(x, "x") == Dtype::f32
-                   ? fwd_eval<float>(x, axis, weight, bias, running_mean, running_var, eps, out)
-                   : fwd_eval<double>(x, axis, weight, bias, running_mean, running_var, eps, out);
+        return dispatch_dtype(float_dtype(x, "x"), [&](auto t) {
+          return batch_norm_eval<typename decltype(t)::type>(x, axis, weight, bias, running_mean,
+                                                             running_var, eps, out);
+        });
       },
       arg("x"), arg("axis"), arg("weight").none(true), arg("bias").none(true),
       arg("running_mean").none(true), arg("running_var").none(true), arg("eps"),
       arg("out").none(true));
   m.def(
-      "batchnorm_backward",
+      "batch_norm_backward",
       [](py::object dy_, py::object x_, int axis, py::object mean, py::object invstd,
          py::object weight, bool training, py::object out) {
         py::array x = as_array(x_, "x");
         py::array dy = as_array(dy_, "dy");
-        return float_dtype(x, "x") == Dtype::f32
-                   ? backward<float>(dy, x, axis, mean, invstd, weight, training, out)
-                   : backward<double>(dy, x, axis, mean, invstd, weight, training, out);
+        return dispatch_dtype(float_dtype(x, "x"), [&](auto t) {
+          return batch_norm_backward<typename decltype(t)::type>(dy, x, axis, mean, invstd, weight,
+                                                                 training, out);
+        });
       },
       arg("dy"), arg("x"), arg("axis"), arg("mean").none(true), arg("invstd").none(true),
       arg("weight").none(true), arg("training"), arg("out").none(true));

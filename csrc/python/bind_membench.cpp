@@ -6,8 +6,6 @@
 
 namespace bnfast {
 
-BNFAST_DEFINE_KERNELS_ACTIVE(MembenchKernels, membench_kernels)
-
 namespace bind {
 namespace {
 
@@ -42,15 +40,6 @@ void check_size(const py::array& a, i64 n, const char* name) {
   if (a.size() != n) {
     throw py::value_error(std::string(name) + " must have " + std::to_string(n) +
                           " elements, got " + std::to_string(a.size()));
-  }
-}
-
-template <class T>
-const MembenchFns<T>& fns() {
-  if constexpr (std::is_same<T, float>::value) {
-    return membench_kernels_active().f32;
-  } else {
-    return membench_kernels_active().f64;
   }
 }
 
@@ -89,7 +78,7 @@ py::object run(const py::object* in_, int k, const py::object* out_, int m, MemM
   double s;
   {
     py::gil_scoped_release nogil;
-    s = fns<T>().run(a);
+    s = by_type<T>(membench_kernels_active()).run(a);
   }
   if (mode == MemMode::read) return py::float_(s);
   return py::none();
@@ -113,9 +102,9 @@ void bind_membench(py::module_& m) {
         }
         const auto first = py::reinterpret_borrow<py::array>(k == 0 ? out[0] : in[0]);
         const i64 n = first.size();
-        return float_dtype(first, k == 0 ? kWriteNames[0] : kReadNames[0]) == Dtype::f32
-                   ? run<float>(in, k, out, m, mode, n)
-                   : run<double>(in, k, out, m, mode, n);
+        return dispatch_dtype(
+            float_dtype(first, k == 0 ? kWriteNames[0] : kReadNames[0]),
+            [&](auto t) { return run<typename decltype(t)::type>(in, k, out, m, mode, n); });
       },
       py::arg("reads"), py::arg("writes"), py::arg("mode"));
 }

@@ -11,18 +11,12 @@
 
 namespace bnfast {
 
-BNFAST_DEFINE_KERNELS_ACTIVE(OptimKernels, optim_kernels)
-
 namespace bind {
 namespace {
 
 template <class T>
 const OptimFns<T>& fns() {
-  if constexpr (std::is_same<T, float>::value) {
-    return optim_kernels_active().f32;
-  } else {
-    return optim_kernels_active().f64;
-  }
+  return by_type<T>(optim_kernels_active());
 }
 
 // The tensors of one dtype, as plain pointer lists for the kernel.
@@ -115,11 +109,8 @@ void check_item_slow(const py::array& a, const py::array& p, const ListArg& list
   const std::string name = item_name(list.name, i);
   if (is_param) float_dtype(a, name.c_str());
   if (!is_param) check_shape(a, shape_of(p), name.c_str());
-  if (dt == Dtype::f32) {
-    check_buffer<float>(a, name.c_str(), list.written);
-  } else {
-    check_buffer<double>(a, name.c_str(), list.written);
-  }
+  dispatch_dtype(
+      dt, [&](auto t) { check_buffer<typename decltype(t)::type>(a, name.c_str(), list.written); });
 }
 
 // The array at seq[i] as a new reference (a list subclass's __getitem__ may create it; the
@@ -220,11 +211,7 @@ Collected collect(std::vector<ListArg>& lists) {
           g.s[slot].push_back(tp);
         }
       };
-      if (dt == Dtype::f32) {
-        add(c.f32);
-      } else {
-        add(c.f64);
-      }
+      dispatch_dtype(dt, [&](auto t) { add(by_type<typename decltype(t)::type>(c)); });
     }
   }
   check_overlaps(spans, lists);
@@ -250,12 +237,21 @@ void check_nonneg(double v, const char* name) {
   if (v < 0) throw py::value_error(std::string(name) + " must be >= 0, got " + std::to_string(v));
 }
 
-// Runs kernel(args) on the float32 group then the float64 group, without the GIL.
-template <class F32, class F64>
-void run_groups(const Collected& c, F32&& f32, F64&& f64) {
+// Runs f(TensorList<T>) on the float32 group then the float64 group, without the GIL.
+template <class F>
+void run_groups(const Collected& c, F&& f) {
   py::gil_scoped_release nogil;
-  if (!c.f32.empty()) f32(c.f32.list());
-  if (!c.f64.empty()) f64(c.f64.list());
+  if (!c.f32.empty()) f(c.f32.list());
+  if (!c.f64.empty()) f(c.f64.list());
+}
+
+// The sum of the squares of every element of both groups (float32's sum first).
+double sum_squares(const Collected& c) {
+  double s[2] = {0, 0};
+  run_groups(c, [&]<class T>(TensorList<T> t) {
+    fns<T>().sum_squares(t.count, t.numel, t.param, &s[std::is_same<T, double>::value]);
+  });
+  return s[0] + s[1];
 }
 
 constexpr int kParams = -2, kGrads = -1;
@@ -278,18 +274,13 @@ void sgd_update(const py::object& params, const py::object& grads, const py::obj
   }
   std::vector<ListArg> lists{written(params, "params", kParams), readonly(grads, "grads", kGrads)};
   if (momentum != 0) {
-    if (is_none(bufs)) throw py::value_error("momentum_buffers are required when momentum != 0");
-    lists.push_back(written(bufs, "momentum_buffers", 0));
+    if (is_none(bufs)) throw py::value_error("momentum_buffer is required when momentum != 0");
+    lists.push_back(written(bufs, "momentum_buffer", 0));
   }
   const Collected c = collect(lists);
-  run_groups(
-      c,
-      [&](TensorList<float> t) {
-        fns<float>().sgd({t, lr, momentum, dampening, weight_decay, nesterov, first});
-      },
-      [&](TensorList<double> t) {
-        fns<double>().sgd({t, lr, momentum, dampening, weight_decay, nesterov, first});
-      });
+  run_groups(c, [&]<class T>(TensorList<T> t) {
+    fns<T>().sgd({t, lr, momentum, dampening, weight_decay, nesterov, first});
+  });
 }
 
 void momentum_update(const py::object& params, const py::object& grads, const py::object& vel,
@@ -299,9 +290,7 @@ void momentum_update(const py::object& params, const py::object& grads, const py
   std::vector<ListArg> lists{written(params, "params", kParams), readonly(grads, "grads", kGrads),
                              written(vel, "velocity", 0)};
   const Collected c = collect(lists);
-  run_groups(
-      c, [&](TensorList<float> t) { fns<float>().momentum({t, lr, beta}); },
-      [&](TensorList<double> t) { fns<double>().momentum({t, lr, beta}); });
+  run_groups(c, [&]<class T>(TensorList<T> t) { fns<T>().momentum({t, lr, beta}); });
 }
 
 void rmsprop_update(const py::object& params, const py::object& grads, const py::object& sq,
@@ -324,14 +313,9 @@ void rmsprop_update(const py::object& params, const py::object& grads, const py:
     lists.push_back(written(buf, "momentum_buffer", 2));
   }
   const Collected c = collect(lists);
-  run_groups(
-      c,
-      [&](TensorList<float> t) {
-        fns<float>().rmsprop({t, lr, alpha, eps, weight_decay, momentum, centered});
-      },
-      [&](TensorList<double> t) {
-        fns<double>().rmsprop({t, lr, alpha, eps, weight_decay, momentum, centered});
-      });
+  run_groups(c, [&]<class T>(TensorList<T> t) {
+    fns<T>().rmsprop({t, lr, alpha, eps, weight_decay, momentum, centered});
+  });
 }
 
 void adam_update(const py::object& params, const py::object& grads, const py::object& m,
@@ -350,14 +334,9 @@ void adam_update(const py::object& params, const py::object& grads, const py::ob
     lists.push_back(written(vmax, "max_exp_avg_sq", 2));
   }
   const Collected c = collect(lists);
-  run_groups(
-      c,
-      [&](TensorList<float> t) {
-        fns<float>().adam({t, step, lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled});
-      },
-      [&](TensorList<double> t) {
-        fns<double>().adam({t, step, lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled});
-      });
+  run_groups(c, [&]<class T>(TensorList<T> t) {
+    fns<T>().adam({t, step, lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled});
+  });
 }
 
 // PyTorch's clip_grad_norm_ (norm_type 2): total = sqrt(sum of all squares);
@@ -366,26 +345,15 @@ double clip_grad_norm(const py::object& grads, double max_norm, bool error_if_no
   check_nonneg(max_norm, "max_norm");
   std::vector<ListArg> lists{written(grads, "grads", kParams)};
   const Collected c = collect(lists);
-  double s32 = 0, s64 = 0;
-  {
-    py::gil_scoped_release nogil;
-    const TensorList<float> a = c.f32.list();
-    const TensorList<double> b = c.f64.list();
-    if (!c.f32.empty()) fns<float>().sum_squares(a.count, a.numel, a.param, &s32);
-    if (!c.f64.empty()) fns<double>().sum_squares(b.count, b.numel, b.param, &s64);
-  }
-  const double total = std::sqrt(s32 + s64);
+  const double total = std::sqrt(sum_squares(c));
   if (!std::isfinite(total) && error_if_nonfinite) {
     throw std::runtime_error("the total norm of the gradients is non-finite (" +
                              std::to_string(total) + "); nothing was clipped");
   }
   const double coef = max_norm / (total + 1e-6);
   if (!(coef >= 1.0)) {
-    py::gil_scoped_release nogil;
-    const TensorList<float> a = c.f32.list();
-    const TensorList<double> b = c.f64.list();
-    if (!c.f32.empty()) fns<float>().scale(a.count, a.numel, a.param, coef);
-    if (!c.f64.empty()) fns<double>().scale(b.count, b.numel, b.param, coef);
+    run_groups(c,
+               [&]<class T>(TensorList<T> t) { fns<T>().scale(t.count, t.numel, t.param, coef); });
   }
   return total;
 }
@@ -394,22 +362,14 @@ double clip_grad_norm(const py::object& grads, double max_norm, bool error_if_no
 double global_norm(const py::object& arrays) {
   std::vector<ListArg> lists{{"arrays", false, as_list(arrays, "arrays"), kParams}};
   const Collected c = collect(lists);
-  double s32 = 0, s64 = 0;
-  {
-    py::gil_scoped_release nogil;
-    const TensorList<float> a = c.f32.list();
-    const TensorList<double> b = c.f64.list();
-    if (!c.f32.empty()) fns<float>().sum_squares(a.count, a.numel, a.param, &s32);
-    if (!c.f64.empty()) fns<double>().sum_squares(b.count, b.numel, b.param, &s64);
-  }
-  return std::sqrt(s32 + s64);
+  return std::sqrt(sum_squares(c));
 }
 
 }  // namespace
 
 void bind_optim(py::module_& m) {
   using py::arg;
-  m.def("sgd_update", &sgd_update, arg("params"), arg("grads"), arg("momentum_buffers").none(true),
+  m.def("sgd_update", &sgd_update, arg("params"), arg("grads"), arg("momentum_buffer").none(true),
         arg("lr"), arg("momentum"), arg("dampening"), arg("weight_decay"), arg("nesterov"),
         arg("first"));
   m.def("momentum_update", &momentum_update, arg("params"), arg("grads"), arg("velocity"),

@@ -1,5 +1,5 @@
-// Bindings of the softmax / cross-entropy kernels: checks (targets validated before anything is
-// written), output allocation, GIL release, one table call.
+// Bindings of the softmax / softmax cross-entropy kernels: checks (targets validated before
+// anything is written), output allocation, GIL release, one table call.
 #include <cmath>
 #include <limits>
 
@@ -8,18 +8,12 @@
 
 namespace bnfast {
 
-BNFAST_DEFINE_KERNELS_ACTIVE(SoftmaxKernels, softmax_kernels)
-
 namespace bind {
 namespace {
 
 template <class T>
 const SoftmaxFns<T>& fns() {
-  if constexpr (std::is_same<T, float>::value) {
-    return softmax_kernels_active().f32;
-  } else {
-    return softmax_kernels_active().f64;
-  }
+  return by_type<T>(softmax_kernels_active());
 }
 
 template <class T>
@@ -58,7 +52,7 @@ py::array softmax_backward(const py::array& y, const py::array& dy, int axis, bo
   a.n_dx = dx.size();
   {
     py::gil_scoped_release nogil;
-    fns<T>().backward(a);
+    fns<T>().softmax_backward(a);
   }
   return dx;
 }
@@ -110,18 +104,17 @@ double check_targets(const Y* t, i64 rows, i64 K, i64 ignore, const T* w,
   return d;
 }
 
-// reduction: 0 none, 1 mean, 2 sum.
 template <class T>
-py::tuple xent(const py::array& x, const py::array& target, int axis, const py::object& weight,
-               i64 ignore_index, int reduction, double label_smoothing,
-               const py::object& grad_output, const py::object& out) {
-  XentArgs<T> a{};
+py::tuple softmax_cross_entropy(const py::array& x, const py::array& target, int axis,
+                                const py::object& weight, i64 ignore_index, Reduction reduction,
+                                double label_smoothing, const py::object& grad_output,
+                                const py::object& out) {
+  SoftmaxCrossEntropyArgs<T> a{};
   std::vector<i64> rest;
   a.s = view3(x, axis, "logits", &rest);
   a.x = in_ptr<T>(x, "logits");
   a.n_x = x.size();
   const i64 K = a.s.C, rows = a.s.A * a.s.B;
-  if (reduction < 0 || reduction > 2) throw py::value_error("reduction must be 0, 1 or 2");
   check_finite(label_smoothing, "label_smoothing");
   if (label_smoothing < 0 || label_smoothing > 1) {
     throw py::value_error("label_smoothing must be in [0, 1], got " +
@@ -172,7 +165,7 @@ py::tuple xent(const py::array& x, const py::array& target, int axis, const py::
   if (!is_none(weight)) check_no_overlap(grad, "out", as_array(weight, "weight"), "weight", false);
   double go_scalar = 1;
   py::array row_loss;
-  if (reduction == 0) {
+  if (reduction == Reduction::none) {
     if (!is_none(grad_output)) {
       py::array go = as_array(grad_output, "grad_output");
       check_shape(go, rest, "grad_output");
@@ -186,97 +179,22 @@ py::tuple xent(const py::array& x, const py::array& target, int axis, const py::
   } else if (!is_none(grad_output)) {
     go_scalar = grad_output.cast<double>();
   }
-  a.row_scale = reduction == 1 ? (divisor != 0 ? go_scalar / divisor : 0.0) : go_scalar;
+  a.row_scale =
+      reduction == Reduction::mean ? (divisor != 0 ? go_scalar / divisor : 0.0) : go_scalar;
   a.grad = static_cast<T*>(grad.mutable_data());
   a.n_grad = grad.size();
   double sum = 0;
   a.loss_sum = &sum;
   {
     py::gil_scoped_release nogil;
-    fns<T>().xent(a);
+    fns<T>().softmax_cross_entropy(a);
   }
-  if (reduction == 0) return py::make_tuple(row_loss, grad);
+  if (reduction == Reduction::none) return py::make_tuple(row_loss, grad);
   double loss = sum;
-  if (reduction == 1)
+  if (reduction == Reduction::mean)
     loss = divisor != 0 ? sum / divisor : std::numeric_limits<double>::quiet_NaN();
   py::array_t<T> l(std::vector<py::ssize_t>{});
   *l.mutable_data() = static_cast<T>(loss);
-  return py::make_tuple(l, grad);
-}
-
-// A broadcast parameter of the BCE: length n (full) or C (the last axis).
-template <class T>
-const T* bce_param(const py::object& obj, i64 n, i64 C, const char* name, bool* full, i64* extent) {
-  *full = false;
-  if (is_none(obj)) return nullptr;
-  py::array a = as_array(obj, name);
-  const T* p = in_ptr<T>(a, name);
-  *extent = a.size();
-  if (a.size() == n && a.ndim() != 1) {
-    *full = true;
-  } else if (a.ndim() == 1 && a.size() == C) {
-    *full = false;
-  } else if (a.size() == n) {
-    *full = true;
-  } else {
-    throw py::value_error(std::string(name) + " must have " + std::to_string(n) + " or " +
-                          std::to_string(C) + " elements, got shape " + shape_str(shape_of(a)));
-  }
-  return p;
-}
-
-template <class T>
-py::tuple bce(const py::array& x, const py::array& y, const py::object& weight,
-              const py::object& pos_weight, int reduction, const py::object& grad_output,
-              const py::object& out) {
-  BceArgs<T> a{};
-  a.x = in_ptr<T>(x, "logits");
-  a.n_x = x.size();
-  check_shape(y, shape_of(x), "targets");
-  a.y = in_ptr<T>(y, "targets");
-  a.n_y = y.size();
-  if (reduction < 0 || reduction > 2) throw py::value_error("reduction must be 0, 1 or 2");
-  a.n = x.size();
-  a.C = x.ndim() == 0 ? 1 : x.shape(x.ndim() - 1);
-  a.weight = bce_param<T>(weight, a.n, a.C, "weight", &a.weight_full, &a.n_weight);
-  a.pos_weight =
-      bce_param<T>(pos_weight, a.n, a.C, "pos_weight", &a.pos_weight_full, &a.n_pos_weight);
-  py::array grad = output_like<T>(out, x, "out");
-  check_no_overlap(grad, "out", x, "logits", true);
-  check_no_overlap(grad, "out", y, "targets", true);
-  for (const py::object* o : {&weight, &pos_weight}) {
-    if (!is_none(*o))
-      check_no_overlap(grad, "out", as_array(*o, "parameter"), "a parameter", false);
-  }
-  double go_scalar = 1;
-  py::array loss_arr;
-  if (reduction == 0) {
-    if (!is_none(grad_output)) {
-      py::array go = as_array(grad_output, "grad_output");
-      check_shape(go, shape_of(x), "grad_output");
-      a.grad_output = in_ptr<T>(go, "grad_output");
-      a.n_grad_output = go.size();
-      check_no_overlap(grad, "out", go, "grad_output", true);
-    }
-    loss_arr = empty<T>(shape_of(x));
-    a.elem_loss = static_cast<T*>(loss_arr.mutable_data());
-    a.n_elem_loss = loss_arr.size();
-  } else if (!is_none(grad_output)) {
-    go_scalar = grad_output.cast<double>();
-  }
-  const double n = static_cast<double>(a.n);
-  a.elem_scale = reduction == 1 ? go_scalar / n : go_scalar;
-  a.grad = static_cast<T*>(grad.mutable_data());
-  a.n_grad = grad.size();
-  double sum = 0;
-  a.loss_sum = &sum;
-  {
-    py::gil_scoped_release nogil;
-    fns<T>().bce(a);
-  }
-  if (reduction == 0) return py::make_tuple(loss_arr, grad);
-  py::array_t<T> l(std::vector<py::ssize_t>{});
-  *l.mutable_data() = static_cast<T>(reduction == 1 ? sum / n : sum);
   return py::make_tuple(l, grad);
 }
 
@@ -297,64 +215,52 @@ py::array vmath(const py::array& x, bool log) {
 
 void bind_softmax(py::module_& m) {
   using py::arg;
+  for (const bool log : {false, true}) {
+    m.def(
+        log ? "log_softmax" : "softmax",
+        [log](py::object x_, int axis, py::object out) {
+          py::array x = as_array(x_, "x");
+          return dispatch_dtype(float_dtype(x, "x"), [&](auto t) {
+            return softmax<typename decltype(t)::type>(x, axis, log, out);
+          });
+        },
+        arg("x"), arg("axis"), arg("out").none(true));
+    m.def(
+        log ? "log_softmax_backward" : "softmax_backward",
+        [log](py::object y_, py::object dy_, int axis, py::object out) {
+          py::array y = as_array(y_, "y");
+          py::array dy = as_array(dy_, "dy");
+          return dispatch_dtype(float_dtype(y, "y"), [&](auto t) {
+            return softmax_backward<typename decltype(t)::type>(y, dy, axis, log, out);
+          });
+        },
+        arg("y"), arg("dy"), arg("axis"), arg("out").none(true));
+  }
   m.def(
-      "softmax",
-      [](py::object x_, int axis, bool log, py::object out) {
-        py::array x = as_array(x_, "x");
-        return float_dtype(x, "x") == Dtype::f32 ? softmax<float>(x, axis, log, out)
-                                                 : softmax<double>(x, axis, log, out);
-      },
-      arg("x"), arg("axis"), arg("log"), arg("out").none(true));
-  m.def(
-      "softmax_backward",
-      [](py::object y_, py::object dy_, int axis, bool log, py::object out) {
-        py::array y = as_array(y_, "y");
-        py::array dy = as_array(dy_, "dy");
-        return float_dtype(y, "y") == Dtype::f32 ? softmax_backward<float>(y, dy, axis, log, out)
-                                                 : softmax_backward<double>(y, dy, axis, log, out);
-      },
-      arg("y"), arg("dy"), arg("axis"), arg("log"), arg("out").none(true));
-  m.def(
-      "softmax_xent",
-      [](py::object x_, py::object t_, int axis, py::object weight, i64 ignore_index, int reduction,
-         double label_smoothing, py::object grad_output, py::object out) {
+      "softmax_cross_entropy",
+      [](py::object x_, py::object t_, int axis, py::object weight, i64 ignore_index,
+         py::object reduction, double label_smoothing, py::object grad_output, py::object out) {
+        const Reduction r = parse_reduction(reduction);
         py::array x = as_array(x_, "logits");
-        py::array t = as_array(t_, "target");
-        return float_dtype(x, "logits") == Dtype::f32
-                   ? xent<float>(x, t, axis, weight, ignore_index, reduction, label_smoothing,
-                                 grad_output, out)
-                   : xent<double>(x, t, axis, weight, ignore_index, reduction, label_smoothing,
-                                  grad_output, out);
+        py::array target = as_array(t_, "target");
+        return dispatch_dtype(float_dtype(x, "logits"), [&](auto t) {
+          return softmax_cross_entropy<typename decltype(t)::type>(
+              x, target, axis, weight, ignore_index, r, label_smoothing, grad_output, out);
+        });
       },
       arg("logits"), arg("target"), arg("axis"), arg("weight").none(true), arg("ignore_index"),
       arg("reduction"), arg("label_smoothing"), arg("grad_output").none(true),
       arg("out").none(true));
-  m.def(
-      "sigmoid_bce",
-      [](py::object x_, py::object y_, py::object weight, py::object pos_weight, int reduction,
-         py::object grad_output, py::object out) {
-        py::array x = as_array(x_, "logits");
-        py::array y = as_array(y_, "targets");
-        return float_dtype(x, "logits") == Dtype::f32
-                   ? bce<float>(x, y, weight, pos_weight, reduction, grad_output, out)
-                   : bce<double>(x, y, weight, pos_weight, reduction, grad_output, out);
-      },
-      arg("logits"), arg("targets"), arg("weight").none(true), arg("pos_weight").none(true),
-      arg("reduction"), arg("grad_output").none(true), arg("out").none(true));
-  m.def(
-      "vmath_exp",
-      [](py::object x_) {
-        py::array x = as_array(x_, "x");
-        return float_dtype(x, "x") == Dtype::f32 ? vmath<float>(x, false) : vmath<double>(x, false);
-      },
-      arg("x"));
-  m.def(
-      "vmath_log",
-      [](py::object x_) {
-        py::array x = as_array(x_, "x");
-        return float_dtype(x, "x") == Dtype::f32 ? vmath<float>(x, true) : vmath<double>(x, true);
-      },
-      arg("x"));
+  for (const bool log : {false, true}) {
+    m.def(
+        log ? "vmath_log" : "vmath_exp",
+        [log](py::object x_) {
+          py::array x = as_array(x_, "x");
+          return dispatch_dtype(float_dtype(x, "x"),
+                                [&](auto t) { return vmath<typename decltype(t)::type>(x, log); });
+        },
+        arg("x"));
+  }
 }
 
 }  // namespace bind

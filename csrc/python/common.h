@@ -44,6 +44,28 @@ inline Dtype float_dtype(const py::array& a, const char* name) {
   throw py::type_error(std::string(name) + " must be float32 or float64, got " + dtype_name(a));
 }
 
+// Calls f(TypeTag<float>{}) or f(TypeTag<double>{}): the one place a Dtype becomes a C++ type.
+//   dispatch_dtype(float_dtype(x, "x"), [&](auto tag) { using T = typename decltype(tag)::type; });
+template <class T>
+struct TypeTag {
+  using type = T;
+};
+template <class F>
+inline decltype(auto) dispatch_dtype(Dtype dt, F&& f) {
+  if (dt == Dtype::f32) return f(TypeTag<float>{});
+  return f(TypeTag<double>{});
+}
+
+// The member of element type T of a {f32, f64} pair (a kernel table, groups of tensors).
+template <class T, class Pair>
+inline auto& by_type(Pair& pair) {
+  if constexpr (std::is_same<T, float>::value) {
+    return pair.f32;
+  } else {
+    return pair.f64;
+  }
+}
+
 template <class T>
 inline const char* type_name() {
   return std::is_same<T, float>::value ? "float32" : "float64";
@@ -194,11 +216,26 @@ const T* channel_in(const py::object& obj, i64 n, const char* name, i64* extent 
   return in_ptr<T>(a, name);
 }
 
+// How a loss is reduced over its elements (rows): crosses from Python as its name.
+enum class Reduction : int { none, mean, sum };
+
+inline Reduction parse_reduction(const py::object& obj) {
+  if (py::isinstance<py::str>(obj)) {
+    const std::string s = obj.cast<std::string>();
+    if (s == "none") return Reduction::none;
+    if (s == "mean") return Reduction::mean;
+    if (s == "sum") return Reduction::sum;
+  }
+  throw py::value_error("reduction must be 'none', 'mean' or 'sum', got " +
+                        py::repr(obj).cast<std::string>());
+}
+
 // Registration of each kernel family's bindings (one file each).
 void bind_batchnorm(py::module_& m);
-void bind_optim(py::module_& m);
-void bind_softmax(py::module_& m);
 void bind_membench(py::module_& m);
+void bind_optim(py::module_& m);
+void bind_sigmoid_binary_cross_entropy(py::module_& m);
+void bind_softmax(py::module_& m);
 
 }  // namespace bind
 }  // namespace bnfast

@@ -4,6 +4,7 @@
 #include "bnfast/batchnorm.h"
 #include "bnfast/membench.h"
 #include "bnfast/optim.h"
+#include "bnfast/sigmoid_binary_cross_entropy.h"
 #include "bnfast/softmax.h"
 #include "common.h"
 
@@ -14,7 +15,9 @@ namespace {
 Isa isa_from_name(const std::string& name) {
   Isa isa;
   if (!parse_isa(name.c_str(), &isa)) {
-    throw py::value_error("unknown ISA '" + name + "'; known: scalar, avx2, avx512");
+    std::string known;
+    for (int i = 0; i < kNumIsas; ++i) known += (i ? ", " : "") + std::string(isa_name(Isa(i)));
+    throw py::value_error("unknown ISA '" + name + "'; known: " + known);
   }
   return isa;
 }
@@ -63,17 +66,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("active_isa", [] { return std::string(isa_name(active_isa())); });
   m.def("compiled_isas", [] { return isa_names(&isa_compiled); });
   m.def("available_isas", [] { return isa_names(&isa_supported); });
+  // set_active_isa's std::runtime_error (not compiled, not supported) becomes RuntimeError.
   m.def(
-      "set_isa",
-      [](const std::string& name) {
-        const Isa isa = isa_from_name(name);
-        if (!isa_supported(isa)) {
-          throw std::runtime_error(
-              "ISA '" + name + "' is " +
-              (isa_compiled(isa) ? "not supported by this CPU" : "not compiled into this build"));
-        }
-        set_active_isa(isa);
-      },
+      "set_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); },
       py::arg("name"));
   m.def("get_num_threads", &num_threads);
   m.def(
@@ -88,14 +83,16 @@ PYBIND11_MODULE(_core, m) {
   m.def("swap_thread_parallel_min_bytes", &swap_thread_parallel_min_bytes, py::arg("bytes"));
   m.def("empty_kernel_slots", [] {
     py::list r;
-    find_empty(r, "batchnorm", &batchnorm_kernels_of);
+    find_empty(r, "batch_norm", &batch_norm_kernels_of);
     find_empty(r, "membench", &membench_kernels_of);
     find_empty(r, "optim", &optim_kernels_of);
+    find_empty(r, "sigmoid_binary_cross_entropy", &sigmoid_binary_cross_entropy_kernels_of);
     find_empty(r, "softmax", &softmax_kernels_of);
     return r;
   });
   bind_batchnorm(m);
   bind_membench(m);
   bind_optim(m);
+  bind_sigmoid_binary_cross_entropy(m);
   bind_softmax(m);
 }

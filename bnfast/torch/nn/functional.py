@@ -16,7 +16,6 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from bnfast import _core
-from bnfast.functional import _reduction
 from bnfast.torch._fallback import (
     as_numpy,
     empty,
@@ -112,9 +111,9 @@ def _bn_forward(xv, axis, arrays, training, momentum, eps):  # type: ignore[no-u
     w, b, rm, rv = arrays
     with torch_threads():
         if training:
-            _, mean, invstd = _core.batchnorm_fwd_train(xn, axis, w, b, rm, rv, momentum, eps, out)
+            _, mean, invstd = _core.batch_norm_train(xn, axis, w, b, rm, rv, momentum, eps, out)
         else:
-            _, mean, invstd = _core.batchnorm_fwd_eval(xn, axis, w, b, rm, rv, eps, out)
+            _, mean, invstd = _core.batch_norm_eval(xn, axis, w, b, rm, rv, eps, out)
     return (buf if axis == 1 else buf.movedim(-1, 1)), mean, invstd, xn
 
 
@@ -153,7 +152,7 @@ class _BatchNormFn(torch.autograd.Function):
             xn, wn = arrays
             buf = empty(dyv.shape, x.dtype)
             with torch_threads():
-                _, dw_np, db_np = _core.batchnorm_backward(
+                _, dw_np, db_np = _core.batch_norm_backward(
                     as_numpy(dyv), xn, axis, mean, invstd, wn, ctx.training, buf.numpy()
                 )
             dx = buf if axis == 1 else buf.movedim(-1, 1)
@@ -306,13 +305,13 @@ class _CrossEntropyFn(torch.autograd.Function):
         axis = 1 if x.dim() > 1 else 0
         grad = empty(x.shape, x.dtype)
         with torch_threads():
-            loss, _ = _core.softmax_xent(  # the arguments are checked (_ce_reason)
+            loss, _ = _core.softmax_cross_entropy(  # the arguments are checked (_ce_reason)
                 as_numpy(x),
                 as_numpy(target),
                 axis,
                 as_numpy(weight),
                 ignore_index,
-                _reduction(reduction),
+                reduction,
                 label_smoothing,
                 None,
                 grad.numpy(),
@@ -349,7 +348,7 @@ def _target_grad(go, x, weight, axis, reduction, label_smoothing):  # type: igno
     """
     dt = empty(x.shape, x.dtype)
     with torch_threads():
-        _core.softmax(as_numpy(x), axis, True, dt.numpy())
+        _core.log_softmax(as_numpy(x), axis, dt.numpy())
     if reduction == "none":
         scale = go.unsqueeze(axis)
     elif reduction == "mean":

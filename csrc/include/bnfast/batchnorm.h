@@ -19,7 +19,7 @@ namespace bnfast {
 // running stats (nullable) updated as new = (1 - momentum) * old + momentum * batch (unbiased
 // variance), and save_mean / save_invstd (length C) written for backward.
 template <class T>
-struct BnTrainArgs {
+struct BatchNormTrainArgs {
   const T* x;
   T* y;
   Shape3 s;
@@ -38,7 +38,7 @@ struct BnTrainArgs {
 // Eval forward: y = (x - running_mean) * weight / sqrt(running_var + eps) + bias; save_mean and
 // save_invstd receive the running mean and 1 / sqrt(running_var + eps) for backward.
 template <class T>
-struct BnEvalArgs {
+struct BatchNormEvalArgs {
   const T* x;
   T* y;
   Shape3 s;
@@ -58,7 +58,7 @@ struct BnEvalArgs {
 //   training: dx = weight * invstd * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x -
 //   mean))) eval:     dx = weight * invstd * dy
 template <class T>
-struct BnBackwardArgs {
+struct BatchNormBackwardArgs {
   const T* dy;
   const T* x;
   Shape3 s;
@@ -74,9 +74,9 @@ struct BnBackwardArgs {
 
 template <class T>
 struct BatchNormFns {
-  void (*fwd_train)(const BnTrainArgs<T>&);
-  void (*fwd_eval)(const BnEvalArgs<T>&);
-  void (*backward)(const BnBackwardArgs<T>&);
+  void (*batch_norm_train)(const BatchNormTrainArgs<T>&);
+  void (*batch_norm_eval)(const BatchNormEvalArgs<T>&);
+  void (*batch_norm_backward)(const BatchNormBackwardArgs<T>&);
 };
 
 struct BatchNormKernels {
@@ -84,6 +84,6 @@ struct BatchNormKernels {
   BatchNormFns<double> f64;
 };
 
-BNFAST_DECLARE_KERNELS(BatchNormKernels, batchnorm_kernels)
+BNFAST_DECLARE_KERNELS(BatchNormKernels, batch_norm_kernels)
 
 }  // namespace bnfast

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "bnfast/isa_list.h"
+
 namespace bnfast {
 
 // Any contiguous array viewed as (A, C, B) around one axis of length C: the view every kernel
@@ -15,8 +17,12 @@ struct Shape3 {
   std::int64_t A, C, B;
 };
 
-enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
-constexpr int kNumIsas = 3;
+#define BNFAST_ISA_ENUMERATOR_(isa, ...) isa,
+enum class Isa : int { BNFAST_ISAS(BNFAST_ISA_ENUMERATOR_) };
+#undef BNFAST_ISA_ENUMERATOR_
+#define BNFAST_ISA_ONE_(isa, ...) +1
+constexpr int kNumIsas = 0 BNFAST_ISAS(BNFAST_ISA_ONE_);
+#undef BNFAST_ISA_ONE_
 
 const char* isa_name(Isa isa);
 // Parses an ISA name; returns false for an unknown name.
@@ -26,7 +32,7 @@ bool isa_compiled(Isa isa);
 bool isa_supported(Isa isa);
 Isa best_isa();
 Isa active_isa();
-// Throws std::invalid_argument for an ISA that is not compiled or not supported here.
+// Throws std::runtime_error for an ISA that is not compiled or not supported here.
 void set_active_isa(Isa isa);
 
 int num_threads();
@@ -64,46 +70,13 @@ void scratch_free(void* p);
 
 }  // namespace bnfast
 
-// Declares `Table name()` in every per-ISA namespace and an accessor for the active one.
-#define BNFAST_DECLARE_KERNELS(Table, name)  \
-  namespace scalar {                         \
-  Table name();                              \
-  }                                          \
-  namespace avx2 {                           \
-  Table name();                              \
-  }                                          \
-  namespace avx512 {                         \
-  Table name();                              \
-  }                                          \
-  const Table& name##_of(::bnfast::Isa isa); \
+// Declares `Table name()` in every per-ISA namespace and accessors for a given ISA's table and
+// the active one (defined by BNFAST_DEFINE_KERNELS in dispatch.cpp).
+#define BNFAST_DECLARE_TABLE_FN_(isa, Table, name) \
+  namespace isa {                                  \
+  Table name();                                    \
+  }
+#define BNFAST_DECLARE_KERNELS(Table, name)          \
+  BNFAST_ISAS(BNFAST_DECLARE_TABLE_FN_, Table, name) \
+  const Table& name##_of(::bnfast::Isa isa);         \
   const Table& name##_active();
-
-#ifdef BNFAST_HAVE_AVX2
-#define BNFAST_IF_AVX2(x) x
-#else
-#define BNFAST_IF_AVX2(x) \
-  {                       \
-  }
-#endif
-#ifdef BNFAST_HAVE_AVX512
-#define BNFAST_IF_AVX512(x) x
-#else
-#define BNFAST_IF_AVX512(x) \
-  {                         \
-  }
-#endif
-
-// Defines the accessors declared by BNFAST_DECLARE_KERNELS, in one baseline translation unit.
-// Tables of ISAs that are not compiled, or not supported by this CPU, stay empty (the table
-// functions are compiled for their ISA and may themselves use its instructions: building the
-// AVX-512 table on an AVX2-only CPU is SIGILL); set_active_isa never selects them.
-#define BNFAST_DEFINE_KERNELS_ACTIVE(Table, name)                                              \
-  const Table& name##_of(::bnfast::Isa isa) {                                                  \
-    static const Table tables[::bnfast::kNumIsas] = {                                          \
-        scalar::name(),                                                                        \
-        BNFAST_IF_AVX2(::bnfast::isa_supported(::bnfast::Isa::avx2) ? avx2::name() : Table{}), \
-        BNFAST_IF_AVX512(::bnfast::isa_supported(::bnfast::Isa::avx512) ? avx512::name()       \
-                                                                        : Table{})};           \
-    return tables[static_cast<int>(isa)];                                                      \
-  }                                                                                            \
-  const Table& name##_active() { return name##_of(::bnfast::active_isa()); }

@@ -1,4 +1,4 @@
-// Softmax, log-softmax, softmax cross-entropy and sigmoid binary cross-entropy kernels.
+// Softmax, log-softmax and softmax cross-entropy kernels.
 //
 // x is any contiguous array viewed as (A, K, B) along the class axis: row (a, b) holds the K
 // values x[a, k, b], k = 0..K-1 (stride B). (N, K) is A=N, B=1; (N, K, d1, ...) with the class
@@ -45,7 +45,6 @@ struct SoftmaxBackwardArgs {
 };
 
 enum class TargetKind : int { i32 = 0, i64 = 1, prob = 2 };
-enum class Reduction : int { none = 0, mean = 1, sum = 2 };
 
 // Cross-entropy of softmax(x) against class indices (shape (A, B), already validated: each is
 // in [0, K) or equals ignore_index) or probabilities (shape of x), with its gradient, in one
@@ -60,7 +59,7 @@ enum class Reduction : int { none = 0, mean = 1, sum = 2 };
 // sum over rows is accumulated in double in a fixed order (bitwise the same for any thread
 // count) into *loss_sum.
 template <class T>
-struct XentArgs {
+struct SoftmaxCrossEntropyArgs {
   const T* x;
   Shape3 s;
   TargetKind kind;
@@ -76,34 +75,11 @@ struct XentArgs {
   std::int64_t n_x, n_target, n_weight, n_grad_output, n_grad, n_row_loss;
 };
 
-// Sigmoid binary cross-entropy per element, with c = 1 + (pos_weight - 1) y:
-//   loss = w * ((1 - y) x + c * (log1p(exp(-|x|)) + max(-x, 0)))
-//   dloss/dx = w * (c * sigmoid(x) - pos_weight * y)
-// weight and pos_weight are null, length n (full shape) or length C (the last axis, index i % C).
-template <class T>
-struct BceArgs {
-  const T* x;
-  const T* y;
-  std::int64_t n;
-  std::int64_t C;  // length of the last axis (1 for a 0-d x; 0 only when n == 0)
-  const T* weight;
-  bool weight_full;
-  const T* pos_weight;
-  bool pos_weight_full;
-  double elem_scale;     // gradient factor for every element (1/n for mean)
-  const T* grad_output;  // nullable, length n
-  T* grad;
-  T* elem_loss;  // nullable, length n
-  double* loss_sum;
-  std::int64_t n_x, n_y, n_weight, n_pos_weight, n_grad_output, n_grad, n_elem_loss;
-};
-
 template <class T>
 struct SoftmaxFns {
-  void (*softmax)(const SoftmaxArgs<T>&);
-  void (*backward)(const SoftmaxBackwardArgs<T>&);
-  void (*xent)(const XentArgs<T>&);
-  void (*bce)(const BceArgs<T>&);
+  void (*softmax)(const SoftmaxArgs<T>&);  // and log_softmax (SoftmaxArgs::log)
+  void (*softmax_backward)(const SoftmaxBackwardArgs<T>&);
+  void (*softmax_cross_entropy)(const SoftmaxCrossEntropyArgs<T>&);
   // The vectorized exp and log of vmath.h over n values (for measuring their error).
   void (*exp)(const T* x, T* y, std::int64_t n);
   void (*log)(const T* x, T* y, std::int64_t n);

@@ -1,0 +1,150 @@
+// vec_scalar.h — Vec<T> for BNFAST_TARGET_SCALAR: one lane of T (plain C++; baseline x86-64 or any
+// other CPU). Included by vec.h only, which documents the interface every target implements.
+#pragma once
+
+#ifndef BNFAST_VEC_H_INSIDE_
+#error "include bnfast/vec.h, not a target's own file"
+#endif
+
+namespace bnfast {
+namespace BNFAST_NS {
+
+template <class T>
+struct Vec {
+  static constexpr int N = 1;
+  using Mask = bool;
+  T v;
+  static Vec load(const T* p) { return {*p}; }
+  static Mask tail_mask(int n) { return n > 0; }
+  static Vec load_partial(const T* p, int n) { return {n > 0 ? *p : T(0)}; }
+  static Vec load_partial(const T* p, int n, Vec fill) { return n > 0 ? Vec{*p} : fill; }
+  static Vec set1(T x) { return {x}; }
+  static Vec zero() { return {T(0)}; }
+  void store(T* p) const { *p = v; }
+  void store_partial(T* p, int n) const {
+    if (n > 0) *p = v;
+  }
+  void stream(T* p) const { *p = v; }
+};
+inline void stream_fence() {}
+template <class T>
+inline Vec<T> operator+(Vec<T> a, Vec<T> b) {
+  return {a.v + b.v};
+}
+template <class T>
+inline Vec<T> operator-(Vec<T> a, Vec<T> b) {
+  return {a.v - b.v};
+}
+template <class T>
+inline Vec<T> operator*(Vec<T> a, Vec<T> b) {
+  return {a.v * b.v};
+}
+template <class T>
+inline Vec<T> operator/(Vec<T> a, Vec<T> b) {
+  return {a.v / b.v};
+}
+// Baseline x86-64 has no FMA instruction; std::fma would be a slow library call.
+template <class T>
+inline Vec<T> fmadd(Vec<T> a, Vec<T> b, Vec<T> c) {
+  return {a.v * b.v + c.v};
+}
+template <class T>
+inline Vec<T> fnmadd(Vec<T> a, Vec<T> b, Vec<T> c) {
+  return {c.v - a.v * b.v};
+}
+template <class T>
+inline Vec<T> sqrt(Vec<T> a) {
+  return {std::sqrt(a.v)};
+}
+// min/max return b when either is NaN (like the x86 instructions), so kernels behave alike.
+template <class T>
+inline Vec<T> min(Vec<T> a, Vec<T> b) {
+  return {a.v < b.v ? a.v : b.v};
+}
+template <class T>
+inline Vec<T> max(Vec<T> a, Vec<T> b) {
+  return {a.v > b.v ? a.v : b.v};
+}
+template <class T>
+inline Vec<T> abs(Vec<T> a) {
+  return {std::fabs(a.v)};
+}
+template <class T>
+inline bool cmp_lt(Vec<T> a, Vec<T> b) {
+  return a.v < b.v;
+}
+template <class T>
+inline bool cmp_le(Vec<T> a, Vec<T> b) {
+  return a.v <= b.v;
+}
+template <class T>
+inline bool cmp_eq(Vec<T> a, Vec<T> b) {
+  return a.v == b.v;
+}
+template <class T>
+inline bool is_nan(Vec<T> a) {
+  return a.v != a.v;
+}
+template <class T>
+inline Vec<T> select(bool m, Vec<T> a, Vec<T> b) {
+  return m ? a : b;
+}
+template <class T>
+inline T reduce_add(Vec<T> a) {
+  return a.v;
+}
+template <class T>
+inline T reduce_max(Vec<T> a) {
+  return a.v;
+}
+// transpose(r): r[i] lane j becomes r[j] lane i (an N x N block; N = 1 here).
+template <class T>
+inline void transpose(Vec<T>*) {}
+
+// Bit operations on each lane's IEEE-754 representation (shifts are logical).
+namespace detail {
+template <class T>
+struct Bits;
+template <>
+struct Bits<float> {
+  using U = std::uint32_t;
+};
+template <>
+struct Bits<double> {
+  using U = std::uint64_t;
+};
+template <class T>
+inline typename Bits<T>::U to_bits(T x) {
+  typename Bits<T>::U u;
+  std::memcpy(&u, &x, sizeof(T));
+  return u;
+}
+template <class T>
+inline T from_bits(typename Bits<T>::U u) {
+  T x;
+  std::memcpy(&x, &u, sizeof(T));
+  return x;
+}
+}  // namespace detail
+template <class T>
+inline Vec<T> bit_and(Vec<T> a, Vec<T> b) {
+  return {detail::from_bits<T>(detail::to_bits(a.v) & detail::to_bits(b.v))};
+}
+template <class T>
+inline Vec<T> bit_or(Vec<T> a, Vec<T> b) {
+  return {detail::from_bits<T>(detail::to_bits(a.v) | detail::to_bits(b.v))};
+}
+template <class T>
+inline Vec<T> shift_left(Vec<T> a, int n) {
+  return {detail::from_bits<T>(detail::to_bits(a.v) << n)};
+}
+template <class T>
+inline Vec<T> shift_right(Vec<T> a, int n) {
+  return {detail::from_bits<T>(detail::to_bits(a.v) >> n)};
+}
+// No single-instruction rounding or scaling here: vmath.h falls back to bit tricks.
+inline constexpr bool kHasRound = false;
+inline constexpr bool kHasScalef = false;
+
+}  // namespace BNFAST_NS
+}  // namespace bnfast
