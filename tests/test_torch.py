@@ -153,7 +153,7 @@ def check_bn_state(ref, new, msg=""):
 
 
 @pytest.mark.parametrize(("cls", "shape", "fmt"), BN_CASES, ids=BN_IDS)
-def test_batchnorm_matches_torch(cls, shape, fmt, dt, gen):
+def test_batch_norm_matches_torch(cls, shape, fmt, dt, gen):
     ref, new = bn_pair(cls, shape[1], dt, gen)
     assert type(new).__name__ == cls.__name__ and type(new).__module__ == "bnfast.torch.nn"
     for step, training in enumerate([True, True, False, True]):
@@ -182,7 +182,7 @@ def test_batchnorm_matches_torch(cls, shape, fmt, dt, gen):
     ],
     ids=["no-affine", "no-bias", "no-running-stats", "cumulative", "momentum-eps"],
 )
-def test_batchnorm_options(kw, dt, gen):
+def test_batch_norm_options(kw, dt, gen):
     ref, new = bn_pair(torch.nn.BatchNorm2d, 4, dt, gen, **kw)
     for training in (True, True, False):
         ref.train(training)
@@ -197,7 +197,7 @@ def test_batchnorm_options(kw, dt, gen):
         new.zero_grad()
 
 
-def test_batchnorm_functional_matches_torch(dt, gen):
+def test_batch_norm_functional_matches_torch(dt, gen):
     x = torch.randn(6, 3, 5, dtype=dt, generator=gen)
     w, b = torch.rand(3, dtype=dt, generator=gen) + 0.5, torch.randn(3, dtype=dt, generator=gen)
     rm0, rv0 = torch.zeros(3, dtype=dt), torch.ones(3, dtype=dt)
@@ -214,7 +214,7 @@ def test_batchnorm_functional_matches_torch(dt, gen):
     )
 
 
-def test_batchnorm_writes_running_stats_in_place(gen):
+def test_batch_norm_writes_running_stats_in_place(gen):
     m = bt.nn.BatchNorm1d(4)
     ptrs = (m.running_mean.data_ptr(), m.running_var.data_ptr())
     m(torch.randn(8, 4, generator=gen))
@@ -223,7 +223,7 @@ def test_batchnorm_writes_running_stats_in_place(gen):
     assert not torch.equal(m.running_mean, torch.zeros(4))
 
 
-def test_batchnorm_errors_like_torch():
+def test_batch_norm_errors_like_torch():
     for m in (torch.nn.BatchNorm1d(3), bt.nn.BatchNorm1d(3)):
         with pytest.raises(ValueError, match="more than 1 value per channel"):
             m(torch.randn(1, 3))
@@ -234,7 +234,7 @@ def test_batchnorm_errors_like_torch():
 
 
 @pytest.mark.parametrize("fmt", [None, torch.channels_last], ids=["contig", "channels_last"])
-def test_batchnorm_no_grad_and_inference_mode(fmt, gen):
+def test_batch_norm_no_grad_and_inference_mode(fmt, gen):
     """Without anything to differentiate the kernels run without autograd's Function; the
     output is the same, in the input's memory format, with the running statistics updated."""
     ref, new = bn_pair(torch.nn.BatchNorm2d, 3, torch.float32, gen)
@@ -271,7 +271,7 @@ def test_torch_threads_lowers_the_rule_on_this_thread_only():
         _core.set_parallel_min_bytes(base)
 
 
-def test_batchnorm_cached_views_follow_every_change(gen):
+def test_batch_norm_cached_views_follow_every_change(gen):
     """The modules keep NumPy views of their parameters and running statistics between calls;
     every change that makes them stale must be seen, and every call still match PyTorch's."""
     ref, new = bn_pair(torch.nn.BatchNorm1d, 6, torch.float64, gen)
@@ -331,7 +331,7 @@ def test_batchnorm_cached_views_follow_every_change(gen):
     close(copied(x), ref(x))
 
 
-def test_batchnorm_grad_of_parameters_only(gen):
+def test_batch_norm_grad_of_parameters_only(gen):
     """An input without grad still runs autograd's Function when the affine parameters need
     gradients; with none needing them (frozen layer) no graph is recorded."""
     ref, new = bn_pair(torch.nn.BatchNorm2d, 3, torch.float32, gen)
@@ -352,7 +352,7 @@ def test_batchnorm_grad_of_parameters_only(gen):
     close(y, ref(x))
 
 
-def test_batchnorm_retain_graph(gen):
+def test_batch_norm_retain_graph(gen):
     m = bt.nn.BatchNorm1d(3)
     x = torch.randn(5, 3, generator=gen, requires_grad=True)
     g = torch.randn(5, 3, generator=gen)
@@ -538,7 +538,7 @@ def expect_fallback(match, fn, *args, **kw):
     ],
     ids=["bf16", "f16", "strided", "permuted"],
 )
-def test_batchnorm_fallback(make, match, gen):
+def test_batch_norm_fallback(make, match, gen):
     ref = torch.nn.BatchNorm2d(4)
     new = bt.convert(copy.deepcopy(ref))
     x = make(torch.randn(3, 4, 8, 4, generator=gen))
@@ -551,7 +551,7 @@ def test_batchnorm_fallback(make, match, gen):
     assert torch.equal(new.running_mean, ref.running_mean)
 
 
-def test_batchnorm_fallback_transposed_1d(gen):
+def test_batch_norm_fallback_transposed_1d(gen):
     """(N, C, L) over (N, L, C) memory: PyTorch returns a contiguous output, which would need a
     copy of the kernel's; so PyTorch runs it."""
     ref = torch.nn.BatchNorm1d(5)
@@ -563,7 +563,7 @@ def test_batchnorm_fallback_transposed_1d(gen):
     assert torch.equal(y1, y0) and y1.stride() == y0.stride()
 
 
-def test_batchnorm_fallback_mixed_dtypes(gen):
+def test_batch_norm_fallback_mixed_dtypes(gen):
     m = bt.nn.BatchNorm1d(3)  # float32 parameters
     x = torch.randn(5, 3, dtype=torch.float64, generator=gen)
     match = "float32 while the input is torch.float64"
@@ -572,7 +572,7 @@ def test_batchnorm_fallback_mixed_dtypes(gen):
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_batchnorm_backward_fallback(training, dt, gen):
+def test_batch_norm_backward_fallback(training, dt, gen):
     ref, new = bn_pair(torch.nn.BatchNorm2d, 3, dt, gen)
     ref.train(training)
     new.train(training)

@@ -107,7 +107,7 @@ def bn_functional(fn, x, stats, affine, training):
 
 @pytest.mark.parametrize(("shape", "fmt"), EMPTY_BN, ids=EMPTY_BN_IDS)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_batchnorm_empty_input(shape, fmt, training, dt):
+def test_batch_norm_empty_input(shape, fmt, training, dt):
     """An empty input gives an empty output of its shape and layout; running statistics stay
     as they were; the input's gradient is empty and the weight's and bias's are zeros."""
     x = torch.empty(shape, dtype=dt)
@@ -144,7 +144,7 @@ def test_batchnorm_empty_input(shape, fmt, training, dt):
     ids=["1d-0x3", "1d-2x3x0", "1d-0x3x4", "2d", "2d-cl", "3d-cl"],
 )
 @pytest.mark.parametrize("kw", [{}, {"momentum": None}, {"affine": False}], ids=str)
-def test_batchnorm_modules_empty_input(cls, shape, fmt, kw, dt, gen):
+def test_batch_norm_modules_empty_input(cls, shape, fmt, kw, dt, gen):
     ref = cls(3, dtype=dt, **kw)
     with torch.no_grad():
         ref.running_mean.uniform_(-1, 1, generator=gen)
@@ -172,7 +172,7 @@ def test_batchnorm_modules_empty_input(cls, shape, fmt, kw, dt, gen):
 
 
 @pytest.mark.parametrize("shape", [(1, 0), (1, 3), (1, 3, 1)], ids=str)
-def test_batchnorm_one_value_per_channel(shape, dt):
+def test_batch_norm_one_value_per_channel(shape, dt):
     """Training with one value per channel is PyTorch's ValueError; evaluation serves it."""
     x = torch.randn(shape, dtype=dt)
     rm, rv = torch.zeros(shape[1], dtype=dt), torch.ones(shape[1], dtype=dt)
@@ -188,7 +188,7 @@ def test_batchnorm_one_value_per_channel(shape, dt):
 
 
 @pytest.mark.parametrize("eps", [0.0, -1e-5, 0])
-def test_batchnorm_eps_not_positive(eps, dt, gen):
+def test_batch_norm_eps_not_positive(eps, dt, gen):
     """PyTorch's ValueErrors: eps <= 0 in training, eps < 0 in evaluation; eps = 0 is allowed
     in evaluation. The running statistics are not touched by a rejected call."""
     x = torch.randn(4, 3, 2, dtype=dt, generator=gen)

@@ -12,21 +12,13 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from bnfast.optim import schedules
-from bnfast.optim.optimizers import (
-    SGD,
-    Adam,
-    AdamW,
-    Momentum,
-    Optimizer,
-    RMSprop,
-    clip_grad_norm,
-    global_norm,
-)
+from bnfast.optim.clip import clip_grad_norm, global_norm
+from bnfast.optim.optimizers import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
 
 OPTIMIZERS: Mapping[str, type[Optimizer]] = MappingProxyType(
     {"sgd": SGD, "momentum": Momentum, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
 )
-"""Every optimizer by name (read-only): the names :func:`bnfast.backend.make_optimizer`, the
+"""Every optimizer by name (read-only): the names :func:`bnfast.train.make_optimizer`, the
 benchmarks, the examples and :mod:`bnfast.tune.digits` accept."""
 
 __all__ = [

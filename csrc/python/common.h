@@ -231,7 +231,7 @@ inline Reduction parse_reduction(const py::object& obj) {
 }
 
 // Registration of each kernel family's bindings (one file each).
-void bind_batchnorm(py::module_& m);
+void bind_batch_norm(py::module_& m);
 void bind_membench(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_sigmoid_binary_cross_entropy(py::module_& m);

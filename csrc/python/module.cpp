@@ -1,7 +1,7 @@
 // The extension module bnfast._core: ISA control, threads, and each kernel family's bindings.
 #include <cstring>
 
-#include "bnfast/batchnorm.h"
+#include "bnfast/batch_norm.h"
 #include "bnfast/membench.h"
 #include "bnfast/optim.h"
 #include "bnfast/sigmoid_binary_cross_entropy.h"
@@ -90,7 +90,7 @@ PYBIND11_MODULE(_core, m) {
     find_empty(r, "softmax", &softmax_kernels_of);
     return r;
   });
-  bind_batchnorm(m);
+  bind_batch_norm(m);
   bind_membench(m);
   bind_optim(m);
   bind_sigmoid_binary_cross_entropy(m);

@@ -23,7 +23,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "bnfast/batchnorm.h"
+#include "bnfast/batch_norm.h"
 #include "bnfast/contract.h"
 #include "bnfast/parallel.h"
 #include "bnfast/vec.h"

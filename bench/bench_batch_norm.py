@@ -1,7 +1,7 @@
 """Batch norm: the ``batch_norm_train``, ``batch_norm_eval`` and ``batch_norm_backward`` cases
 of ``bnfast bench`` (float32, its reference shapes), each ISA beside NumPy and PyTorch.
 
-Run: ``pytest bench/bench_batchnorm.py --benchmark-only --benchmark-group-by=group``. GB/s counts
+Run: ``pytest bench/bench_batch_norm.py --benchmark-only --benchmark-group-by=group``. GB/s counts
 the case's bytes that must move (see :mod:`bnfast.bench`: a second pass over x is free when a
 channel fits in cache).
 """

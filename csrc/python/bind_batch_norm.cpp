@@ -1,5 +1,5 @@
 // Bindings of the batch-norm kernels: checks, output allocation, GIL release, one table call.
-#include "bnfast/batchnorm.h"
+#include "bnfast/batch_norm.h"
 #include "common.h"
 
 namespace bnfast {
@@ -150,7 +150,7 @@ py::tuple batch_norm_backward(const py::array& dy, const py::array& x, int axis,
 
 }  // namespace
 
-void bind_batchnorm(py::module_& m) {
+void bind_batch_norm(py::module_& m) {
   using py::arg;
   m.def(
       "batch_norm_train",
