@@ -111,11 +111,11 @@ def _digits():
     return digits
 
 
-SMALL = {"lr": 0.05, "beta1": 0.9, "hidden": 16, "layers": 2, "batch_size": 128}
+SMALL = {"lr": 0.05, "hidden": 16, "layers": 2, "batch_size": 128}
 
 
 def test_digits_panda_changes_beta_for_momentum(tmp_path):
-    """Panda's beta1 reaches the course's Momentum (its ``beta``) between epochs."""
+    """Panda's beta reaches the course's Momentum between epochs."""
     digits = _digits()
     study = Study(None, tmp_path / "p.db", strategy="panda", objective_version=digits.VERSION)
     params = {**SMALL, "optimizer": "momentum"}
@@ -124,7 +124,7 @@ def test_digits_panda_changes_beta_for_momentum(tmp_path):
     panda.run(1)
     other.train_epoch(params, 1)
     assert panda.model.opt.beta == 0.9
-    panda.set(beta1=0.5)
+    panda.set(beta=0.5)
     panda.run(1)
     assert panda.model.opt.hyperparameters()["beta"] == 0.5
     other.train_epoch(params, 2)  # same seed, beta kept at 0.9: the weights differ
@@ -132,17 +132,24 @@ def test_digits_panda_changes_beta_for_momentum(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "momentum", "sgd"])
-def test_digits_beta1_reaches_every_optimizer(name):
+def test_digits_hyperparameters_reach_every_optimizer(name):
     digits = _digits()
     from bnfast.optim import OPTIMIZERS
 
-    assert set(digits.BETA1) <= set(OPTIMIZERS) and name in digits.BETA1
+    assert set(digits.OPTIMIZER_PARAMS) <= set(OPTIMIZERS)
+    adam = name in ("adam", "adamw")
+    own = {"beta1": 0.75, "beta2": 0.99, "eps": 1e-6} if adam else {"beta": 0.75}
     model = digits.DigitsModel({**SMALL, "optimizer": name}, seed=1)
-    model.train_epoch({**SMALL, "optimizer": name, "beta1": 0.75, "lr": 0.01}, 1)
+    model.train_epoch({**SMALL, "optimizer": name, **own, "lr": 0.01, "decay": 0.5}, 3)
     hp = model.opt.hyperparameters()
-    assert isinstance(model.opt, OPTIMIZERS[name]) and hp["lr"] == 0.01
-    value = hp[digits.BETA1[name]]
-    assert (value[0] if digits.BETA1[name] == "betas" else value) == 0.75
+    assert isinstance(model.opt, OPTIMIZERS[name]) and hp["lr"] == 0.01 / (1 + 0.5 * 2)
+    if adam:
+        assert tuple(hp["betas"]) == (0.75, 0.99) and hp["eps"] == 1e-6
+    else:
+        assert hp["beta" if name == "momentum" else "momentum"] == 0.75
+    other = "beta" if adam else "beta1"
+    with pytest.raises(ValueError, match=f"{other}=0.5 has no meaning for optimizer='{name}'"):
+        digits.DigitsModel({**SMALL, "optimizer": name, other: 0.5}, seed=1)
 
 
 def test_digits_refuses_unknown_and_structural_changes():

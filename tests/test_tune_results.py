@@ -104,7 +104,8 @@ def test_cli_search_report_and_resume(tmp_path, capsys):
     assert main([*base, "--trials", "6", "--strategy", "coarse-to-fine", "--stages", "2"]) == 0
     out = capsys.readouterr().out
     assert "study 'flaky-coarse-to-fine'" in out and "6 trials" in out
-    assert main([*base, "--trials", "4", "--strategy", "grid", "--grid-points", "2"]) == 0
+    with pytest.warns(UserWarning, match="4 trials cover 4 of the 32 grid points"):
+        assert main([*base, "--trials", "4", "--strategy", "grid", "--grid-points", "2"]) == 0
     assert main([*base, "--trials", "5", "--prune", "median", "--seed", "2"]) == 0
     capsys.readouterr()
     assert main(["--report", db, "--top", "2"]) == 0
@@ -114,7 +115,8 @@ def test_cli_search_report_and_resume(tmp_path, capsys):
     assert "4 trials" in capsys.readouterr().out
     assert main(["--report", str(tmp_path / "nope.db")]) == 2
     # the same command again resumes (nothing to do)
-    assert main([*base, "--trials", "4", "--strategy", "grid", "--grid-points", "2"]) == 0
+    with pytest.warns(UserWarning, match="grid points"):
+        assert main([*base, "--trials", "4", "--strategy", "grid", "--grid-points", "2"]) == 0
     assert len(Study.load(db, "flaky-grid").trials()) == 4
     capsys.readouterr()
     # same study, other seed: refused with a message, not a traceback

@@ -55,7 +55,8 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--torch-dropin", action="store_true",
                    help="also time the bnfast.torch drop-ins beside PyTorch's own modules, "
-                        "cross_entropy and optimizers (needs PyTorch)")  # fmt: skip
+                        "cross_entropy and optimizers, eager and under torch.compile "
+                        "(needs PyTorch; the compiles take a few minutes)")  # fmt: skip
     return p
 
 
@@ -100,6 +101,7 @@ def main(args: argparse.Namespace) -> int:
                 threads=args.threads,
                 kernels=args.kernels,
                 progress=None if args.quiet else progress,
+                compiled=True,
             )
             print("\nPyTorch drop-in (bnfast.torch) vs PyTorch, training-loop calls:\n")
             print(format_dropin(result["dropin"]))

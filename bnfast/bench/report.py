@@ -151,16 +151,29 @@ def summary(result: dict[str, Any]) -> str:
 
 
 def format_dropin(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of :func:`dropin` rows."""
-    lines = [
-        "| step | shape | thr | PyTorch | PyTorch fused | bnfast.torch | speed-up |",
-        "|---|---|--:|--:|--:|--:|--:|",
-    ]
+    """Markdown table of :func:`dropin` rows (compiled columns where any row has them)."""
+    comp = any("torch-compiled" in r for r in rows)
+    head = "| step | shape | thr | PyTorch | PyTorch fused | bnfast.torch | speed-up |"
+    rule = "|---|---|--:|--:|--:|--:|--:|"
+    if comp:
+        head += " compiled PyTorch | compiled bnfast.torch | compiled speed-up |"
+        rule += "--:|--:|--:|"
+    lines = [head, rule]
+
+    def cell(r: dict[str, Any], key: str) -> str:
+        return "" if r.get(key) is None else _fmt_time(r[key])
+
     for r in rows:
-        fused = r.get("torch-fused")
-        lines.append(
+        line = (
             f"| {r['kernel']} | {r['shape']} | {r['threads']} | {_fmt_time(r['torch'])} | "
-            f"{'' if fused is None else _fmt_time(fused)} | {_fmt_time(r['bnfast.torch'])} | "
+            f"{cell(r, 'torch-fused')} | {_fmt_time(r['bnfast.torch'])} | "
             f"{r['speedup']:.2f}x |"
         )
+        if comp:
+            sp = r.get("compiled_speedup")
+            line += (
+                f" {cell(r, 'torch-compiled')} | {cell(r, 'bnfast.torch-compiled')} | "
+                f"{'' if sp is None else f'{sp:.2f}x'} |"
+            )
+        lines.append(line)
     return "\n".join(lines)

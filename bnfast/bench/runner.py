@@ -201,12 +201,16 @@ def dropin(
     min_sample: float = 2e-3,
     kernels: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    compiled: bool = False,
 ) -> list[dict[str, Any]]:
     """The ``bnfast.torch`` drop-ins beside PyTorch's own (``bnfast.torch.bench`` cases).
 
     Each row: kernel, shape, threads, median seconds of ``torch``, ``torch-fused`` (where
     PyTorch has a fused CPU optimizer) and ``bnfast.torch``, and the speed-up of the drop-in
-    over PyTorch's fastest variant (median of per-round ratios). Empty without PyTorch.
+    over PyTorch's fastest eager variant (median of per-round ratios). With ``compiled``, the
+    ``COMPILED_CASES`` rows also time ``torch-compiled`` and ``bnfast.torch-compiled``
+    (``torch.compile`` of PyTorch's modules and of the converted model; each compiles first,
+    ~10-30 s) and give ``compiled_speedup``, the one over the other. Empty without PyTorch.
     """
     tb = torch_peers()
     if tb is None:
@@ -214,16 +218,29 @@ def dropin(
     ncpu = os.cpu_count() or 1
     rows: list[dict[str, Any]] = []
     old = bnfast.get_num_threads()
+    both = {"convnet_step": ("torch", "bnfast.torch")}
+    cases = list(tb.CASES)
+    if compiled:
+        cases += [c for c in tb.COMPILED_CASES if c not in cases]
     try:
-        for kernel, shape in tb.CASES:
+        for kernel, shape in cases:
             if not _match(kernel, kernels):
                 continue
-            items = {impl: Impl(tb.make(kernel, shape, impl)) for impl in tb.impls(kernel)}
+            names = list(both.get(kernel) or tb.impls(kernel))
+            if compiled and (kernel, shape) in tb.COMPILED_CASES:
+                names += tb.COMPILED_IMPLS
+            items = {impl: Impl(tb.make(kernel, shape, impl)) for impl in names}
             for nt in list(threads) if threads else sorted({1, ncpu}):
                 _set_threads(nt)
                 samples = interleaved(items, rounds, min_sample)
-                theirs = [k for k in samples if k != "bnfast.torch"]
+                theirs = [k for k in samples if k in ("torch", "torch-fused")]
                 best = min(theirs, key=lambda k: statistics.median(samples[k]))
+                extra = {}
+                if "torch-compiled" in samples:
+                    extra["compiled_speedup"] = statistics.median(
+                        a / b
+                        for a, b in zip(samples["torch-compiled"], samples["bnfast.torch-compiled"])
+                    )
                 rows.append(
                     {
                         "kernel": kernel,
@@ -234,6 +251,7 @@ def dropin(
                             a / b for a, b in zip(samples[best], samples["bnfast.torch"])
                         ),
                         "vs": best,
+                        **extra,
                     }
                 )
                 if progress:

@@ -13,6 +13,12 @@ The kernels run on NumPy views of the tensors' memory (no copies). Whatever they
 (non-CPU tensors, dtypes other than float32/float64, layouts that would need a copy, options
 the kernels lack) runs PyTorch's own implementation, with a one-time :class:`FallbackWarning`
 naming the reason.
+
+Under ``torch.compile`` and ``torch.export`` the layers and functions call the kernels as
+PyTorch operators, ``torch.ops.bnfast.*`` (registered on import, see ``bnfast.torch._ops``), so
+``torch.compile(bt.convert(model), fullgraph=True)`` traces with no graph break and its graph
+calls bnfast; eager calls keep the cheaper direct path. The optimizers' ``step`` runs eagerly
+behind a graph break. Only ``torch.jit.trace``/``torch.jit.script`` fall back to PyTorch.
 """
 
 try:

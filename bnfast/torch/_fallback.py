@@ -46,7 +46,9 @@ def tensor_reason(t: Any, name: str, dtype: torch.dtype | None = None) -> str | 
         and (dtype is None or t.dtype == dtype)
     ):
         return None  # the common case, without building t.device (~0.3 us)
-    if type(t) not in _TENSOR_TYPES:
+    if type(t) not in _TENSOR_TYPES and not (
+        isinstance(t, torch.Tensor) and torch.compiler.is_compiling()  # fake under export
+    ):
         return f"{name} is a {type(t).__name__}, not a plain tensor"
     if t.device.type != "cpu":
         return f"{name} is on {t.device}"
@@ -60,7 +62,10 @@ def tensor_reason(t: Any, name: str, dtype: torch.dtype | None = None) -> str | 
 
 
 def tracing_reason() -> str | None:
-    """Non-None while TorchScript, tracing or torch.compile is capturing the call."""
+    """Non-None while TorchScript, tracing or torch.compile is capturing the call.
+
+    ``"torch.compile"`` (also under torch.export) is served by the ``torch.ops.bnfast``
+    operators; the TorchScript reason falls back to PyTorch's implementation."""
     if torch.jit.is_scripting() or torch.jit.is_tracing():
         return "TorchScript/tracing"
     if torch.compiler.is_compiling():

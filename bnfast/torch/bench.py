@@ -16,7 +16,13 @@ The drop-in cases serve ``bench/bench_torch.py`` (pytest-benchmark) and
 
 ``impl`` is ``"torch"`` (PyTorch's module, function or optimizer as a user writes it),
 ``"torch-fused"`` (PyTorch's ``fused=True`` optimizer, where it has one on the CPU) or
-``"bnfast.torch"`` (the drop-in). Every case runs what a training loop runs: module calls
+``"bnfast.torch"`` (the drop-in); on :data:`COMPILED_CASES` also ``"torch-compiled"``
+(``torch.compile`` of PyTorch's modules) and ``"bnfast.torch-compiled"`` (``torch.compile`` of
+the converted model, whose graph calls the ``torch.ops.bnfast`` operators). A compiled case
+compiles (inductor, ``fullgraph=True``) on its first call, which ``make`` makes.
+``convnet_step`` (only in :data:`COMPILED_CASES`) is one training step of a small conv net
+(conv, batch norm, ReLU twice, pooling, linear, cross-entropy, SGD with momentum; the optimizer
+runs eagerly in every variant). Every case runs what a training loop runs: module calls
 with autograd, ``loss`` and its gradient through ``torch.autograd.grad``, ``optimizer.step()``.
 Their ids are those of :mod:`bnfast.bench.cases`: ``batch_norm_train`` and ``batch_norm_eval``
 are module forwards, ``batch_norm_backward`` a training forward and its backward,
@@ -39,6 +45,8 @@ import bnfast.torch as bt
 __all__ = [
     "BN_SHAPES",
     "CASES",
+    "COMPILED_CASES",
+    "COMPILED_IMPLS",
     "IMPLS",
     "OPT_SIZES",
     "XENT_SHAPES",
@@ -53,6 +61,7 @@ __all__ = [
 ]
 
 IMPLS = ("torch", "torch-fused", "bnfast.torch")
+COMPILED_IMPLS = ("torch-compiled", "bnfast.torch-compiled")
 BN_SHAPES = [(256, 1024), (8192, 1024), (32, 64, 56, 56), ("nhwc", 32, 64, 56, 56)]
 XENT_SHAPES = [(256, 10), (4096, 1000), (65536, 10)]
 OPT_SIZES = [(100_000,), (10_000_000,)]
@@ -67,6 +76,16 @@ CASES: list[tuple[str, tuple]] = (
     + [("softmax_cross_entropy", s) for s in XENT_SHAPES]
     + [(k, s) for k in ("sgd_momentum", "adam", "adamw", "rmsprop") for s in OPT_SIZES]
 )
+
+
+# The cases timed compiled as well (``bnfast bench --torch-dropin``).
+COMPILED_CASES: list[tuple[str, tuple]] = [
+    ("batch_norm_backward", (8192, 1024)),
+    ("batch_norm_backward", (32, 64, 56, 56)),
+    ("softmax_cross_entropy", (65536, 10)),
+    ("softmax_cross_entropy", (4096, 1000)),
+    ("convnet_step", (64, 3, 32, 32)),
+]
 
 
 def impls(kernel: str) -> tuple[str, ...]:
@@ -213,12 +232,63 @@ def _optimizer(kernel: str, impl: str, params: list[torch.Tensor]) -> torch.opti
     return cls(params, lr=1e-3, **kw)
 
 
+def _compile(fn: Any) -> Any:
+    return torch.compile(fn, fullgraph=True, dynamic=False)
+
+
+def _convnet(channels: int) -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(channels, 32, 3, padding=1),
+        torch.nn.BatchNorm2d(32),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 64, 3, padding=1),
+        torch.nn.BatchNorm2d(64),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 10),
+    )
+
+
+def _convnet_step(shape: tuple, impl: str, gen: torch.Generator) -> Callable[[], Any]:
+    torch.manual_seed(0)
+    net = _convnet(shape[1])
+    bnfast_impl = impl.startswith("bnfast.torch")
+    if bnfast_impl:
+        bt.convert(net)
+    ce = bt.functional.cross_entropy if bnfast_impl else F.cross_entropy
+
+    def loss_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return ce(net(x), t)
+
+    fn = _compile(loss_fn) if impl.endswith("-compiled") else loss_fn
+    opt = (bt.optim if bnfast_impl else torch.optim).SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(shape, generator=gen)
+    t = torch.randint(0, 10, (shape[0],), generator=gen)
+
+    def step() -> Any:
+        opt.zero_grad()
+        loss = fn(x, t)
+        loss.backward()
+        opt.step()
+        return loss
+
+    step()  # compiles (a compiled impl), allocates the optimizer state
+    return step
+
+
 def make(kernel: str, shape: tuple, impl: str) -> Callable[[], Any]:
     """Allocate the inputs of one case and return the call to time."""
-    if impl not in impls(kernel):
+    compiled = impl in COMPILED_IMPLS
+    if compiled and (kernel, shape) not in COMPILED_CASES:
+        raise ValueError(f"no {impl!r} implementation of {kernel!r} at {shape}")
+    if not compiled and impl not in impls(kernel):
         raise ValueError(f"no {impl!r} implementation of {kernel!r}")
-    drop_in = impl == "bnfast.torch"
+    drop_in = impl.startswith("bnfast.torch")
     gen = torch.Generator().manual_seed(0)
+    if kernel == "convnet_step":
+        return _convnet_step(shape, impl, gen)
     if kernel.startswith("batch_norm_"):
         x, bn = _bn_input(shape, gen)
         if drop_in:
@@ -237,11 +307,17 @@ def make(kernel: str, shape: tuple, impl: str) -> Callable[[], Any]:
             memory_format=torch.channels_last if shape[0] == "nhwc" else torch.contiguous_format
         )
         inputs = (x, bn.weight, bn.bias)
-        return lambda: torch.autograd.grad(bn(x), inputs, dy)
+        module = _compile(bn) if compiled else bn
+        if compiled:
+            torch.autograd.grad(module(x), inputs, dy)  # compiles
+        return lambda: torch.autograd.grad(module(x), inputs, dy)
     if kernel == "softmax_cross_entropy":
         logits = torch.randn(shape, generator=gen, requires_grad=True)
         target = torch.randint(0, shape[1], (shape[0],), generator=gen)
         fn = bt.functional.cross_entropy if drop_in else F.cross_entropy
+        if compiled:
+            fn = _compile(fn)
+            torch.autograd.grad(fn(logits, target), logits)  # compiles
         return lambda: torch.autograd.grad(fn(logits, target), logits)
     total = shape[0]
     params = [torch.randn(total // _OPT_SPLIT, generator=gen) for _ in range(_OPT_SPLIT)]

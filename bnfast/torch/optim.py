@@ -125,8 +125,15 @@ class _Fused:
     def _step_group(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    # Under torch.compile the step runs eagerly behind a graph break (the kernels work on
+    # NumPy views of the tensors' memory, which tracing cannot see); its results are the eager
+    # step's.
+    @torch.compiler.disable
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step (``closure`` re-evaluates the model, as in PyTorch)."""
+        """Perform one optimization step (``closure`` re-evaluates the model, as in PyTorch).
+
+        Inside a ``torch.compile``-d function it runs eagerly, behind a graph break.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():

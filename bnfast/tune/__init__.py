@@ -3,14 +3,20 @@
 - Spaces (:mod:`bnfast.tune.spaces`): :class:`Uniform`, :class:`IntUniform`, :class:`Choice`,
   :class:`PowerOfTwo`, :class:`LogUniform` (learning rates), :class:`OneMinusLogUniform`
   (momentum and averaging betas); a dict of them or a define-by-run callable.
-- Strategies: :func:`grid_search`, :func:`random_search`, :func:`coarse_to_fine`; trial ``i``'s
-  parameters and seed depend only on the study seed and ``i``.
+- Strategies: :func:`grid_search`, :func:`random_search`, :class:`QuasiRandomSearch` (Sobol,
+  Halton), :func:`coarse_to_fine`; trial ``i``'s parameters and seed depend only on the study
+  seed and ``i``.
 - Caviar: :meth:`Study.optimize` runs ``objective(params, report)`` on any
-  :class:`concurrent.futures.Executor` (local processes by default, Dask beyond one machine),
-  with optional pruning (:class:`MedianPruner`, :class:`SuccessiveHalving`).
+  :class:`concurrent.futures.Executor` (in process by default, ``workers=N`` local processes
+  with one thread each, Dask beyond one machine), with optional pruning
+  (:class:`MedianPruner`, :class:`SuccessiveHalving`); or :meth:`Study.ask` /
+  :meth:`Study.tell` for objectives run elsewhere.
+- A study's identity: seed, direction, strategy, space, objective version and settings
+  (epochs, ISA...) and pruner; reopening with another is a :class:`StudyMismatch`.
 - Panda: :class:`Panda` trains one model epoch by epoch, watched, with hyperparameter changes
   and rewinds to checkpoints recorded in the study.
-- Storage in one SQLite file, resumable; results tables and plots (:mod:`bnfast.tune.results`).
+- Storage in one SQLite file, resumable; results tables, plots, CSV and pandas export and
+  hyperparameter importance (:mod:`bnfast.tune.results`).
 
 The digits network objective (:mod:`bnfast.tune.digits`) and the batch-norm experiment
 (:mod:`bnfast.tune.experiment`) are imported on demand.
@@ -29,7 +35,13 @@ from bnfast.tune.spaces import (
     Uniform,
 )
 from bnfast.tune.storage import Storage, TrialRecord
-from bnfast.tune.strategies import CoarseToFine, GridSearch, RandomSearch, Strategy
+from bnfast.tune.strategies import (
+    CoarseToFine,
+    GridSearch,
+    QuasiRandomSearch,
+    RandomSearch,
+    Strategy,
+)
 from bnfast.tune.study import Study, StudyMismatch, coarse_to_fine, grid_search, random_search
 
 __all__ = [
@@ -44,6 +56,7 @@ __all__ = [
     "Param",
     "PowerOfTwo",
     "Pruner",
+    "QuasiRandomSearch",
     "RandomSearch",
     "Report",
     "SerialExecutor",

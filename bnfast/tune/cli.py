@@ -3,9 +3,11 @@
 Modes (one per call):
 
 - search (default): ``bnfast tune --trials 50 --strategy coarse-to-fine --workers 4
-  --storage runs.db``. Rerunning the same command resumes the study; ``--scheduler ADDRESS``
-  runs the trials on a Dask cluster (``local`` starts a LocalCluster).
-- ``--report runs.db``: the summary and best trials of a stored study (``--plot DIR`` too).
+  --storage runs.db``. Rerunning the same command resumes the study, a larger ``--trials``
+  extends it; ``--scheduler ADDRESS`` runs the trials on a Dask cluster (``local`` starts a
+  LocalCluster). Strategies: random, grid, sobol, halton, coarse-to-fine.
+- ``--report runs.db``: the summary, best trials and hyperparameter importance of a stored
+  study (``--plot DIR``, ``--csv FILE`` too).
 - ``--panda``: train one model epoch by epoch with ``--params``, applying ``--change
   EPOCH:name=value`` after that epoch (``--interactive`` to ask after each epoch).
 - ``--experiment batchnorm``: the batch norm vs no batch norm learning-rate experiment.
@@ -25,20 +27,76 @@ from typing import Any
 __all__ = ["add_parser", "main", "run"]
 
 
+DESCRIPTION = """\
+Hyperparameter search on the digits network (or any objective): random, grid, Sobol/Halton
+or coarse-to-fine search over many models in parallel, a report of a stored study, one model
+trained and watched epoch by epoch (panda), or the batch-norm learning-rate experiment.
+Every trial is stored in SQLite: rerunning the same command resumes the study, a larger
+--trials extends it, and a changed setting (--epochs, --isa, the strategy...) is refused."""
+
+
+def _epilog() -> str:
+    from bnfast.tune import digits
+
+    params = "\n".join(f"  {k:<11} {p!r}" for k, p in digits.space().items())
+    return f"""\
+The digits objective tunes (trained with Adam, batch norm on, --epochs epochs, scored by
+validation accuracy):
+{params}
+
+examples:
+  bnfast tune --trials 30 --strategy coarse-to-fine --workers 2 --storage runs.db
+  bnfast tune --trials 60 --strategy coarse-to-fine --workers 2 --storage runs.db  # extend
+  bnfast tune --strategy sobol --trials 32 --isa scalar --storage sobol.db
+  bnfast tune --strategy coarse-to-fine --sampler sobol --trials 48 --storage runs.db
+  bnfast tune --space course --trials 40 --epochs 5 --storage runs.db  # then --report
+  bnfast tune --report runs.db --plot plots/ --csv trials.csv
+  bnfast tune --panda --params lr=0.01 --change 3:lr=0.001 --epochs 6
+  bnfast tune --experiment batchnorm --trials 40 --epochs 5 --isa scalar --storage bn.db
+
+Workers run each trial under a budget of --threads-per-worker threads (BLAS, OpenMP and
+bnfast's kernels), 1 by default: --workers N on N cores."""
+
+
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.description = DESCRIPTION
+    p.epilog = _epilog()
     g = p.add_argument_group("search")
     g.add_argument("--trials", type=int, default=30, help="total trials (default 30)")
     g.add_argument(
         "--strategy",
-        choices=["random", "grid", "coarse-to-fine"],
+        choices=["random", "grid", "sobol", "halton", "coarse-to-fine"],
         default="random",
         help="search strategy (default random)",
     )
-    g.add_argument("--stages", type=int, default=3, help="coarse-to-fine stages (default 3)")
-    g.add_argument("--top-k", type=int, default=5, help="coarse-to-fine: best trials per box")
-    g.add_argument("--padding", type=float, default=0.1, help="coarse-to-fine box padding")
-    g.add_argument("--grid-points", type=int, default=3, help="grid values per parameter")
-    g.add_argument("--workers", type=int, default=None, help="local worker processes (cores)")
+    g.add_argument(
+        "--stages", type=int, default=3,
+        help="coarse-to-fine: stages the first run's --trials is split into; a later run with "
+        "more --trials adds stages of the same size (default 3)",
+    )  # fmt: skip
+    g.add_argument(
+        "--top-k", type=int, default=5, help="coarse-to-fine: best trials per box (default 5)"
+    )
+    g.add_argument(
+        "--padding", type=float, default=0.1,
+        help="coarse-to-fine: box padding, a fraction of the previous box (default 0.1)",
+    )  # fmt: skip
+    g.add_argument(
+        "--sampler", choices=["random", "sobol", "halton"], default="random",
+        help="coarse-to-fine: how each stage samples its box (default random)",
+    )  # fmt: skip
+    g.add_argument(
+        "--grid-points", type=int, default=3, help="grid: values per parameter (default 3)"
+    )
+    g.add_argument(
+        "--workers", type=int, default=None,
+        help="local worker processes (default: the cores; 1 runs in process)",
+    )  # fmt: skip
+    g.add_argument(
+        "--threads-per-worker", type=int, default=1, metavar="N",
+        help="BLAS/OpenMP/bnfast threads of each worker (default 1)",
+    )  # fmt: skip
     g.add_argument(
         "--scheduler",
         metavar="ADDRESS",
@@ -48,10 +106,16 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--storage", default="runs.db", help="SQLite file (default runs.db)")
     g.add_argument("--study", default=None, help="study name (default: objective-strategy)")
     g.add_argument("--seed", type=int, default=0, help="study seed (default 0)")
-    g.add_argument("--epochs", type=int, default=10, help="digits: epochs per trial")
+    g.add_argument("--epochs", type=int, default=10, help="digits: epochs per trial (default 10)")
     g.add_argument(
-        "--prune", choices=["none", "median", "halving"], default="none", help="early stopping"
-    )
+        "--isa", default=None, metavar="NAME",
+        help="digits: the kernels' instruction set (scalar, avx2, avx512, neon; default: the "
+        "best this CPU has). Part of the study: scores differ between ISAs",
+    )  # fmt: skip
+    g.add_argument(
+        "--prune", choices=["none", "median", "halving"], default="none",
+        help="early stopping (default none)",
+    )  # fmt: skip
     g.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -59,12 +123,17 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="progress bar (default: when stderr is a terminal)",
     )
     g.add_argument("--objective", metavar="MODULE:NAME", default=None, help="objective to search")
-    g.add_argument("--space", metavar="MODULE:NAME", default=None, help="its space (a dict)")
+    g.add_argument(
+        "--space", metavar="MODULE:NAME", default=None,
+        help="the objective's space (a dict); for digits, 'course' searches the course's whole "
+        "space (lr, decay, Adam's beta1, beta2, eps, hidden, layers, batch_size)",
+    )  # fmt: skip
     g.add_argument("--minimize", action="store_true", help="lower scores are better")
     r = p.add_argument_group("results")
     r.add_argument("--report", metavar="DB", default=None, help="show a stored study and exit")
-    r.add_argument("--top", type=int, default=10, help="rows in the table of best trials")
+    r.add_argument("--top", type=int, default=10, help="rows in the table of best trials (10)")
     r.add_argument("--plot", metavar="DIR", default=None, help="write plots (needs matplotlib)")
+    r.add_argument("--csv", metavar="FILE", default=None, help="--report: write every trial")
     m = p.add_argument_group("panda and the experiment")
     m.add_argument("--panda", action="store_true", help="train and watch one model")
     m.add_argument("--params", nargs="*", default=[], metavar="NAME=VALUE", help="panda params")
@@ -77,7 +146,9 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--experiment", choices=["batchnorm"], default=None,
         help="batch norm vs none: fraction of sampled learning rates reaching --target",
     )  # fmt: skip
-    m.add_argument("--target", type=float, default=0.95, help="experiment target accuracy")
+    m.add_argument(
+        "--target", type=float, default=0.95, help="experiment target accuracy (default 0.95)"
+    )
     p.set_defaults(func=run)
     return p
 
@@ -87,7 +158,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "tune",
         help="hyperparameter search (random, coarse-to-fine, panda) on the digits network",
-        description=__doc__.split("\n\n")[0],
     )
     return _configure(p)
 
@@ -99,8 +169,8 @@ def _load(ref: str) -> Any:
     return getattr(importlib.import_module(mod), name)
 
 
-def _objective(args: argparse.Namespace) -> tuple[Any, Any, str, str | None]:
-    """The objective, its space, its label and its version (None for a user's objective)."""
+def _objective(args: argparse.Namespace) -> dict[str, Any]:
+    """The objective, its space, label, version and settings (Study's keyword arguments)."""
     import functools
 
     if args.objective:
@@ -109,21 +179,39 @@ def _objective(args: argparse.Namespace) -> tuple[Any, Any, str, str | None]:
             space = _load(args.space)
         else:
             space = importlib.import_module(args.objective.partition(":")[0]).SPACE
-        return obj, space, args.objective.partition(":")[2], None
+        label = args.objective.partition(":")[2]
+        return {"objective": obj, "space": space, "label": label, "objective_version": None,
+                "settings": None, "metric": "score"}  # fmt: skip
     from bnfast.tune import digits
 
-    objective = functools.partial(digits.objective, epochs=args.epochs)
-    return objective, digits.space(), "digits", digits.VERSION
+    settings = digits.settings(args.epochs, isa=args.isa)
+    if args.space not in (None, "course"):
+        raise SystemExit("bnfast tune: --space needs --objective (or 'course' for digits)")
+    space = digits.course_space() if args.space == "course" else digits.space()
+    label = "digits-course" if args.space == "course" else "digits"
+    return {"objective": functools.partial(digits.objective, **settings), "space": space,
+            "label": label, "objective_version": digits.VERSION, "settings": settings,
+            "metric": digits.METRIC}  # fmt: skip
 
 
-def _strategy(args: argparse.Namespace) -> Any:
-    from bnfast.tune import CoarseToFine, GridSearch
+def _strategy(args: argparse.Namespace, name: str) -> Any:
+    from bnfast.tune import CoarseToFine, GridSearch, QuasiRandomSearch
+    from bnfast.tune.storage import Storage
 
     if args.strategy == "coarse-to-fine":
         per_stage = max(1, -(-args.trials // max(1, args.stages)))
-        return CoarseToFine(per_stage, args.top_k, args.padding)
+        if os.path.exists(args.storage):
+            # Extending a stored study: its stages keep their size, more trials add stages.
+            with Storage(args.storage) as st:
+                info = st.get_study(name)
+            stored = CoarseToFine.parse(info["strategy"]) if info else None
+            if stored is not None:
+                per_stage = stored.trials_per_stage
+        return CoarseToFine(per_stage, args.top_k, args.padding, args.sampler)
     if args.strategy == "grid":
         return GridSearch(args.grid_points)
+    if args.strategy in ("sobol", "halton"):
+        return QuasiRandomSearch(args.strategy)
     return "random"
 
 
@@ -149,7 +237,7 @@ class _Executor:
             import distributed
 
             cluster = distributed.LocalCluster(
-                n_workers=self.args.workers or os.cpu_count() or 1,
+                n_workers=_workers(self.args),
                 threads_per_worker=1,
                 dashboard_address=None,
             )
@@ -162,6 +250,10 @@ class _Executor:
     def __exit__(self, *exc: object) -> None:
         for c in self._close:
             c.close()
+
+
+def _workers(args: argparse.Namespace) -> int:
+    return args.workers or os.cpu_count() or 1
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -186,6 +278,13 @@ def _report(args: argparse.Namespace) -> int:
         if i:
             print()
         print(summary(study, args.top))
+        if args.csv:
+            path = args.csv
+            if len(names) > 1:
+                root, ext = os.path.splitext(args.csv)
+                path = f"{root}-{name}{ext or '.csv'}"
+            study.to_csv(path)
+            print(f"wrote {path}")
         if args.plot:
             out = os.path.join(args.plot, name) if len(names) > 1 else args.plot
             for path in save_plots(study, out):
@@ -231,7 +330,8 @@ def _experiment(args: argparse.Namespace) -> int:
     with _Executor(args) as ex:
         _, text = batchnorm_experiment(
             args.trials, args.epochs, args.target, storage=args.storage, seed=args.seed,
-            plot=plot, executor=ex, workers=args.workers, progress=_progress(args),
+            plot=plot, executor=ex, workers=_workers(args), progress=_progress(args),
+            isa=args.isa, threads=_threads(args, ex),
         )  # fmt: skip
     print(text)
     if plot:
@@ -239,15 +339,37 @@ def _experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _threads(args: argparse.Namespace, executor: Any) -> int | None:
+    """The thread budget of each trial: none in process (--workers 1), else the option."""
+    return None if executor is None and _workers(args) == 1 else args.threads_per_worker
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``bnfast tune`` from parsed arguments."""
     from bnfast.tune.study import StudyMismatch
 
+    if args.isa is not None:
+        import bnfast
+
+        try:
+            with bnfast.use_isa(args.isa):  # an unknown or unavailable ISA fails here
+                pass
+        except (ValueError, RuntimeError) as exc:
+            print(f"bnfast tune: --isa: {exc}", file=sys.stderr)
+            return 2
     try:
         return _run(args)
     except StudyMismatch as exc:
         print(f"bnfast tune: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `bnfast tune --report runs.db | head`: the reader left; say nothing more.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -260,16 +382,18 @@ def _run(args: argparse.Namespace) -> int:
     from bnfast.tune import Study
     from bnfast.tune.results import save_plots, summary
 
-    objective, space, label, version = _objective(args)
-    strategy = _strategy(args)
-    name = args.study or f"{label}-{args.strategy}"
-    study = Study(space, args.storage, name=name, seed=args.seed, strategy=strategy,
+    obj = _objective(args)
+    name = args.study or f"{obj['label']}-{args.strategy}"
+    strategy = _strategy(args, name)
+    study = Study(obj["space"], args.storage, name=name, seed=args.seed, strategy=strategy,
                   direction="minimize" if args.minimize else "maximize",
-                  objective_version=version)  # fmt: skip
+                  objective_version=obj["objective_version"], settings=obj["settings"],
+                  metric=obj["metric"])  # fmt: skip
     with _Executor(args) as ex:
         try:
-            study.optimize(objective, args.trials, executor=ex, workers=args.workers,
-                           pruner=_pruner(args), progress=_progress(args))  # fmt: skip
+            study.optimize(obj["objective"], args.trials, executor=ex, workers=_workers(args),
+                           pruner=_pruner(args), progress=_progress(args),
+                           threads=_threads(args, ex))  # fmt: skip
         except KeyboardInterrupt:
             print(
                 f"\ninterrupted: rerun the same command to resume {args.storage}", file=sys.stderr
@@ -284,7 +408,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bnfast.tune.cli`` (the same as ``bnfast tune``)."""
-    parser = _configure(argparse.ArgumentParser(prog="bnfast tune", description=__doc__))
+    parser = _configure(argparse.ArgumentParser(prog="bnfast tune"))
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -35,11 +35,14 @@ def compare(
     prefix: str = "",
     seed: int = 0,
     objective_version: str | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    metric: str = "score",
     **optimize_kw: Any,
 ) -> dict[str, Study]:
     """Run each objective on the same ``n_trials`` configurations (one study per label).
 
-    ``objective_version`` is stored with (and checked against) every study, see :class:`Study`.
+    ``objective_version`` and ``settings[label]`` are stored with (and checked against) each
+    study, see :class:`Study`.
     """
     from bnfast.tune.storage import Storage
 
@@ -47,8 +50,9 @@ def compare(
     out = {}
     for label, obj in objectives.items():
         study = Study(
-            space, st, name=f"{prefix}{label}", seed=seed, objective_version=objective_version
-        )
+            space, st, name=f"{prefix}{label}", seed=seed, objective_version=objective_version,
+            settings=(settings or {}).get(label), metric=metric,
+        )  # fmt: skip
         out[label] = study.optimize(obj, n_trials, **optimize_kw)
     return out
 
@@ -113,22 +117,26 @@ def batchnorm_experiment(
     storage: Any = None,
     seed: int = 0,
     plot: str | Path | None = None,
+    isa: str | None = None,
     **optimize_kw: Any,
 ) -> tuple[dict[str, Study], str]:
     """Digits network with and without batch norm over the same sampled (lr, beta1).
 
-    Returns the two studies (``"batchnorm"`` and ``"plain"``, stored as ``bn-batchnorm`` and
+    ``isa`` pins the kernels' instruction set (None: the active one); it is part of both
+    studies' identity, as the numbers depend on it. Returns the two studies (``"batchnorm"`` and ``"plain"``, stored as ``bn-batchnorm`` and
     ``bn-plain``) and the text result; writes the accuracy-vs-learning-rate plot to ``plot``.
     """
     from bnfast.tune import digits
 
     space = {"lr": LogUniform(1e-4, 1.0), "beta1": OneMinusLogUniform(0.9, 0.999)}
-    objectives = {
-        "batchnorm": functools.partial(digits.objective, epochs=epochs, batch_norm=True),
-        "plain": functools.partial(digits.objective, epochs=epochs, batch_norm=False),
+    settings = {
+        "batchnorm": digits.settings(epochs, isa=isa, batch_norm=True),
+        "plain": digits.settings(epochs, isa=isa, batch_norm=False),
     }
+    objectives = {k: functools.partial(digits.objective, **v) for k, v in settings.items()}
     studies = compare(objectives, space, n_trials, storage=storage, prefix="bn-", seed=seed,
-                      objective_version=digits.VERSION, **optimize_kw)  # fmt: skip
+                      objective_version=digits.VERSION, settings=settings, metric=digits.METRIC,
+                      **optimize_kw)  # fmt: skip
     text = compare_text(studies, target)
     if plot is not None:
         fig = plot_compare(studies, "lr", target)

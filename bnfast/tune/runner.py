@@ -7,21 +7,33 @@ trial's identity: ``report.number``, ``report.stage``, ``report.seed`` (the trai
 from the study seed and the trial number only) and ``report.rng()``. The objective returns the
 score, or a dict with a ``"score"`` key and other metrics, or None (the last reported value).
 
-Any :class:`concurrent.futures.Executor` runs trials: a local process pool (the default, sized
-to the cores), a thread pool, a Dask cluster through
-``distributed.Client(address).get_executor()``, or :class:`SerialExecutor` (in process).
-The objective and its results must be picklable for executors that cross processes.
+Any :class:`concurrent.futures.Executor` runs trials: :class:`SerialExecutor` (in process, the
+Python API's default), a local process pool (:func:`make_executor`, ``bnfast tune``'s default,
+one worker per core), a thread pool, or a Dask cluster through :func:`dask_executor`. The
+objective and its results must be picklable for executors that cross processes.
+
+Thread budget: N worker processes on N cores each running NumPy's BLAS and bnfast's OpenMP on
+every core oversubscribe the machine (two workers ran slower than one). Every trial in a worker
+process therefore runs under a budget of ``threads`` threads (default 1): BLAS and OpenMP
+limited through ``threadpoolctl`` and bnfast's own pool through :func:`bnfast.set_num_threads`,
+restored after the trial. Set it with ``Study.optimize(threads=...)`` or
+``bnfast tune --threads-per-worker N`` (``workers * threads`` should not exceed the cores).
+
+Orphans: a process-pool worker exits when its driver dies (``kill -9`` included): a thread in
+each worker watches the parent process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
 import socket
+import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any
 
@@ -29,7 +41,15 @@ import numpy as np
 
 from bnfast.tune.pruning import Pruner, TrialPruned
 
-__all__ = ["Report", "SerialExecutor", "dask_executor", "make_executor", "run_trial"]
+__all__ = [
+    "Report",
+    "SerialExecutor",
+    "crosses_processes",
+    "dask_executor",
+    "make_executor",
+    "run_trial",
+    "thread_budget",
+]
 
 Objective = Callable[[dict, "Report"], Any]
 
@@ -76,10 +96,11 @@ def run_trial(
     pruner: Pruner | None = None,
     others: Sequence[Sequence[tuple[int, float]]] = (),
     maximize: bool = True,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Run one trial (in a worker); never raises for a failing objective.
 
-    Returns a dict with ``status`` (complete, pruned or failed), ``value``, ``metrics``,
+    ``threads``: run under :func:`thread_budget` (None: no limit). Returns a dict with ``status`` (complete, pruned or failed), ``value``, ``metrics``,
     ``curve``, ``error``, ``started``, ``finished``, ``duration`` and ``worker``.
     """
     report = Report(number, stage, seed, dict(params), pruner, others, maximize)
@@ -87,7 +108,8 @@ def run_trial(
     t0 = time.perf_counter()
     status, value, metrics, error = "complete", None, {}, None
     try:
-        out = objective(dict(params), report)
+        with thread_budget(threads):
+            out = objective(dict(params), report)
         if isinstance(out, dict):
             metrics = {k: v for k, v in out.items() if k != "score"}
             if "score" not in out:
@@ -118,6 +140,58 @@ def run_trial(
     }
 
 
+_BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def thread_budget(threads: int | None) -> Iterator[None]:
+    """Limit BLAS, OpenMP and bnfast's kernels to ``threads`` threads inside the block.
+
+    Uses ``threadpoolctl`` (installed with scikit-learn; the ``tune`` extra) for the BLAS and
+    OpenMP libraries already loaded, and :func:`bnfast.set_num_threads`; both are restored on
+    exit. The limits are per process: use it in worker processes, not in threads of one.
+    None does nothing.
+    """
+    if threads is None:
+        yield
+        return
+    threads = int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    with contextlib.ExitStack() as stack:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            pass
+        else:
+            stack.enter_context(threadpool_limits(limits=threads))
+        try:
+            import bnfast
+        except ImportError:  # pragma: no cover - a user's objective without the kernels
+            pass
+        else:
+            previous = bnfast.get_num_threads()
+            bnfast.set_num_threads(threads)
+            stack.callback(bnfast.set_num_threads, previous)
+        yield
+
+
+def _init_worker(threads: int | None, parent: int) -> None:
+    """Process-pool worker start: the thread environment for its children, and a watchdog
+    that ends the worker when the driver (``parent``) is gone."""
+    if threads is not None:
+        for name in _BLAS_ENV:
+            os.environ[name] = str(int(threads))
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int, interval: float = 0.2) -> None:
+    while True:
+        time.sleep(interval)
+        if os.getppid() != parent:  # reparented: the driver died (kill -9 included)
+            os._exit(1)
+
+
 class SerialExecutor(Executor):
     """Runs each task in the calling process at submission (no pickling; for debugging)."""
 
@@ -134,18 +208,31 @@ class SerialExecutor(Executor):
         return f
 
 
-def make_executor(workers: int | None = None) -> Executor:
+def make_executor(workers: int | None = None, threads: int | None = 1) -> Executor:
     """A local executor: ``workers`` processes (default: the cores), or in process for 1.
 
     The pool uses the ``spawn`` start method: workers import the objective by name, so the
     search behaves the same on Linux, macOS and Windows and never forks a threaded driver.
+    Its workers exit when the driver dies, and set the BLAS/OpenMP environment variables to
+    ``threads`` for any process they start (the trials themselves run under
+    :func:`thread_budget`, applied by :meth:`bnfast.tune.Study.optimize`).
     """
     n = (os.cpu_count() or 1) if workers is None else int(workers)
     if n < 1:
         raise ValueError(f"workers must be >= 1, got {n}")
     if n == 1:
         return SerialExecutor()
-    return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=n,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(threads, os.getpid()),
+    )
+
+
+def crosses_processes(executor: Executor) -> bool:
+    """Whether ``executor`` runs trials in other processes (a process pool, Dask)."""
+    return isinstance(executor, ProcessPoolExecutor) or hasattr(executor, "_client")
 
 
 def dask_executor(address: Any) -> tuple[Executor, Any]:

@@ -36,6 +36,7 @@ __all__ = [
     "Uniform",
     "grid_points",
     "sample",
+    "scales",
 ]
 
 Box = dict[str, tuple[float, float]]
@@ -49,6 +50,9 @@ class Param:
 
     #: plots use a log axis for the value (LogUniform, PowerOfTwo).
     log_scale: bool = False
+    #: the axis plots draw it on, stored with a study: "linear", "int", "log", "log2",
+    #: "one-minus-log" (log axis of 1 - value) or "choice".
+    scale: str = "linear"
     #: coarse-to-fine may shrink this parameter's interval (False for unordered choices).
     ordered: bool = True
 
@@ -111,6 +115,8 @@ class IntUniform(Param):
     ``warp(k)`` is the centre of ``k``'s bin, so ``unwarp(warp(k)) == k``.
     """
 
+    scale = "int"
+
     def __init__(self, a: int, b: int) -> None:
         if int(a) != a or int(b) != b or not a <= b:
             raise ValueError(f"IntUniform needs integers a <= b, got a={a}, b={b}")
@@ -137,6 +143,7 @@ class PowerOfTwo(Param):
     """A power of two ``2^k`` with ``k`` uniform on ``{log2 a, ..., log2 b}`` (mini-batch sizes)."""
 
     log_scale = True
+    scale = "log2"
 
     def __init__(self, a: int, b: int) -> None:
         for x in (a, b):
@@ -169,6 +176,7 @@ class LogUniform(Param):
     """
 
     log_scale = True
+    scale = "log"
 
     def __init__(self, a: float, b: float) -> None:
         a, b = float(a), float(b)
@@ -200,6 +208,8 @@ class OneMinusLogUniform(Param):
     increasing in ``beta`` (``u = 0`` is ``a``, ``u = 1`` is ``b``).
     """
 
+    scale = "one-minus-log"
+
     def __init__(self, a: float, b: float) -> None:
         a, b = float(a), float(b)
         if not (-math.inf < a < b < 1.0):
@@ -227,6 +237,7 @@ class Choice(Param):
     """
 
     ordered = False
+    scale = "choice"
 
     def __init__(self, options: Sequence[Any]) -> None:
         self.options = list(options)
@@ -300,10 +311,11 @@ def sample(
     return params, unit, used
 
 
-def grid_points(space: Space, points: int | Mapping[str, int] = 3) -> list[dict[str, Any]]:
+def grid_points(space: Space, points: int | Mapping[str, int] = 3, by_axis: bool = False) -> Any:
     """The Cartesian grid of a dict space, ``points`` values per continuous parameter.
 
     Discrete parameters contribute at most ``points`` values (all options of a Choice).
+    ``by_axis``: return ``[(name, values), ...]`` instead of the product.
     """
     if not isinstance(space, Mapping):
         raise TypeError("grid search needs a dict space (define-by-run spaces have no grid)")
@@ -311,6 +323,8 @@ def grid_points(space: Space, points: int | Mapping[str, int] = 3) -> list[dict[
     for name, p in space.items():
         n = points[name] if isinstance(points, Mapping) else points
         axes.append([_native(v) for v in p.grid(int(n))])
+    if by_axis:
+        return list(zip(space, axes))
     return [dict(zip(space, combo)) for combo in itertools.product(*axes)]
 
 
@@ -320,3 +334,8 @@ def describe(space: Space) -> str:
         return "{" + ", ".join(f"{k!r}: {p.describe()}" for k, p in space.items()) + "}"
     mod = getattr(space, "__module__", "?")
     return f"<define-by-run {mod}.{getattr(space, '__qualname__', repr(space))}>"
+
+
+def scales(space: Mapping[str, Param]) -> dict[str, str]:
+    """Each parameter's plot axis (:attr:`Param.scale`), stored with a study for reports."""
+    return {name: p.scale for name, p in space.items()}

@@ -141,6 +141,10 @@ class Storage:
                 (name, seed, direction, strategy, space, time.time(), _dumps(meta)),
             )
 
+    def set_meta(self, name: str, meta: dict) -> None:
+        with self._con:
+            self._con.execute("UPDATE studies SET meta=? WHERE name=?", (_dumps(meta), name))
+
     def study_names(self) -> list[str]:
         return [r[0] for r in self._con.execute("SELECT name FROM studies ORDER BY created")]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from bnfast.tune.spaces import Choice, IntUniform, LogUniform, OneMinusLogUniform, Uniform
 
-__all__ = ["QUADRATIC_SPACE", "flaky", "quadratic", "slow_logged"]
+__all__ = ["QUADRATIC_SPACE", "flaky", "quadratic", "slow_logged", "thread_info"]
 
 #: The optimum of :func:`quadratic` is lr = 1e-2, x = 0.3, units = 70, act = "relu".
 QUADRATIC_SPACE = {
@@ -45,12 +45,33 @@ def flaky(params: dict[str, Any], report: Any) -> float:
     return quadratic(params, report)
 
 
+def thread_info(params: dict[str, Any], report: Any) -> dict[str, Any]:
+    """:func:`quadratic`, with the thread limits the trial runs under as metrics: ``blas`` and
+    ``openmp`` (the largest of the loaded libraries', via threadpoolctl), ``bnfast``
+    (:func:`bnfast.get_num_threads`), ``pid``."""
+    import numpy as np  # noqa: F401 - loads the BLAS
+    from threadpoolctl import threadpool_info
+
+    import bnfast
+
+    info = threadpool_info()
+    out: dict[str, Any] = {"score": quadratic(params, report), "pid": os.getpid()}
+    for api in ("blas", "openmp"):
+        out[api] = max([i["num_threads"] for i in info if i["user_api"] == api], default=0)
+    out["bnfast"] = bnfast.get_num_threads()
+    return out
+
+
 def slow_logged(params: dict[str, Any], report: Any) -> float:
     """:func:`quadratic` after sleeping ``$BNFAST_TUNE_SLEEP`` seconds; appends the trial number
-    to the file ``$BNFAST_TUNE_LOG`` when it finishes (to count executions in tests)."""
+    to the file ``$BNFAST_TUNE_LOG`` when it finishes (to count executions in tests), and
+    ``started <pid>`` to ``$BNFAST_TUNE_LOG.pids`` when it starts."""
+    log = os.environ.get("BNFAST_TUNE_LOG")
+    if log:
+        with open(log + ".pids", "a") as f:
+            f.write(f"{os.getpid()}\n")
     time.sleep(float(os.environ.get("BNFAST_TUNE_SLEEP", "0.05")))
     score = quadratic(params, report)
-    log = os.environ.get("BNFAST_TUNE_LOG")
     if log:
         with open(log, "a") as f:
             f.write(f"{report.number}\n")

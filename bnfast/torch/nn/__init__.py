@@ -38,9 +38,6 @@ class _Forward:
         batch_stats = m.training or (running_mean is None and running_var is None)
         # Running statistics are updated only in training when tracked; read in evaluation.
         track = not m.training or m.track_running_stats
-        cache = m.__dict__.get("_bnfast_params")
-        if cache is None:
-            cache = m.__dict__["_bnfast_params"] = functional._ParamCache()
         return functional._batch_norm(
             input,
             running_mean if track else None,
@@ -50,7 +47,7 @@ class _Forward:
             batch_stats,
             factor,
             m.eps,
-            cache,
+            m,
         )
 
     def __getstate__(self) -> dict[str, Any]:

@@ -4,6 +4,10 @@ Both are autograd-aware (``torch.autograd.Function``) and run the kernels on Num
 tensors' memory. Whatever the kernels cannot serve runs ``torch.nn.functional``'s own version
 after a one-time :class:`~bnfast.torch.FallbackWarning`. Double backward through these
 functions is not supported (it raises); use PyTorch's own where it is needed.
+
+Under ``torch.compile``/``torch.export`` both call the ``torch.ops.bnfast`` operators instead
+(``bnfast.torch._ops``: same kernels, seen by the tracer), silently falling back to PyTorch's
+functions for what the kernels cannot serve (a warning is not traceable).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from bnfast import _core
+from bnfast.torch import _ops  # noqa: F401  (registers torch.ops.bnfast)
 from bnfast.torch._fallback import (
     as_numpy,
     empty,
@@ -206,13 +211,20 @@ def _batch_norm(
     training: bool,
     momentum: float,
     eps: float,
-    cache: _ParamCache | None = None,
+    owner: torch.nn.Module | None = None,
 ) -> Tensor:
-    """:func:`batch_norm`, with a module's cached parameter views when ``cache`` is given."""
+    """:func:`batch_norm`, with the parameter views cached on module ``owner`` when given."""
     params = (weight, bias, running_mean, running_var)
-    view = arrays = None
-    reason = tracing_reason() or tensor_reason(x, "input")
+    view = arrays = cache = None
+    tracing = tracing_reason()
+    compiling = tracing == "torch.compile"  # then the bnfast operators (below) serve the call
+    reason = (None if compiling else tracing) or tensor_reason(x, "input")
     if reason is None:
+        if owner is not None and not compiling:  # traced calls make no views (nor a cache)
+            # The dict directly: Module.__getattr__ costs ~0.6 us a name.
+            cache = owner.__dict__.get("_bnfast_params")
+            if cache is None:
+                cache = owner.__dict__["_bnfast_params"] = _ParamCache()
         arrays = None if cache is None else cache.lookup(params, x.dtype)
         if arrays is None:
             reason = _params_reason(params, x.dtype)
@@ -235,9 +247,16 @@ def _batch_norm(
             if eps < 0.0:
                 raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
     if reason is not None:
-        if reason:
+        if reason and not compiling:
             warn_fallback("batch_norm", reason)
         return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    if compiling:
+        # What torch.compile/torch.export capture: the registered operators (see _ops.py).
+        if training:
+            return torch.ops.bnfast.batch_norm_train(
+                x, weight, bias, running_mean, running_var, float(momentum), float(eps)
+            )[0]
+        return torch.ops.bnfast.batch_norm_eval(x, weight, bias, running_mean, running_var, eps)[0]
     if arrays is None:
         arrays = tuple(map(as_numpy, params))
         if cache is not None:
@@ -259,9 +278,12 @@ def _batch_norm(
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _ce_reason(x, target, weight, ignore_index, reduction, label_smoothing) -> str | None:
-    """Why the fused kernel cannot serve this call; "" for calls PyTorch must reject itself."""
-    reason = tracing_reason() or tensor_reason(x, "input")
+def _ce_reason(x, target, weight, ignore_index, reduction, label_smoothing, tracing) -> str | None:
+    """Why the fused kernel cannot serve this call; "" for calls PyTorch must reject itself.
+
+    Under torch.compile/torch.export (``tracing``) the reasons are those of an eager call (the
+    registered operator then serves it)."""
+    reason = (None if tracing == "torch.compile" else tracing) or tensor_reason(x, "input")
     if reason:
         return reason
     if x.dim() == 0 or reduction not in _REDUCTIONS or not 0.0 <= label_smoothing <= 1.0:
@@ -278,7 +300,10 @@ def _ce_reason(x, target, weight, ignore_index, reduction, label_smoothing) -> s
             return "weight requires grad"
         if not weight.is_contiguous() or weight.shape != (x.shape[1 if x.dim() > 1 else 0],):
             return ""
-    if type(target) is not torch.Tensor or target.device.type != "cpu":
+    plain = type(target) is torch.Tensor or (
+        isinstance(target, torch.Tensor) and tracing == "torch.compile"  # fake under export
+    )
+    if not plain or target.device.type != "cpu":
         return "target is not a CPU tensor"
     if target.dtype.is_floating_point:
         if target.shape != x.shape:
@@ -384,16 +409,24 @@ def cross_entropy(
     Where PyTorch gives NaN for a row of all ``-inf`` logits, bnfast defines the result
     (loss ``+inf``; see :func:`bnfast.softmax_cross_entropy`).
     """
+    tracing = tracing_reason()
+    compiling = tracing == "torch.compile"  # then the bnfast operator (below) serves the call
     if size_average is not None or reduce is not None:
         reason: str | None = "the deprecated size_average/reduce arguments"
     else:
-        reason = _ce_reason(input, target, weight, ignore_index, reduction, float(label_smoothing))
+        reason = _ce_reason(
+            input, target, weight, ignore_index, reduction, float(label_smoothing), tracing
+        )
     if reason is not None:
-        if reason:
+        if reason and not compiling:
             warn_fallback("cross_entropy", reason)
         return F.cross_entropy(
             input, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing
         )
+    if compiling:
+        return torch.ops.bnfast.cross_entropy(
+            input, target, weight, int(ignore_index), reduction, float(label_smoothing)
+        )[0]
     return _CrossEntropyFn.apply(
         input, target, weight, int(ignore_index), reduction, float(label_smoothing)
     )
