@@ -9,7 +9,7 @@ import importlib.util as _importlib_util
 import os as _os
 
 try:
-    from bnfast import _core
+    from bnfast import _core  # noqa: F401  (the check: is the compiled extension there?)
 except ImportError as _exc:
     # The usual cause is a source checkout first on sys.path (python -m/-c run from the
     # repository root after a plain `pip install .`): its bnfast/ folder has no compiled
@@ -34,6 +34,7 @@ except ImportError as _exc:
     ) from _exc
 from bnfast import nn, optim, reference
 from bnfast._config import _apply_environment as _apply_environment
+from bnfast._config import _package_version as _package_version
 from bnfast._config import (
     active_isa,
     available_isas,
@@ -54,7 +55,7 @@ from bnfast.functional import (
     softmax_cross_entropy,
 )
 
-__version__: str = _core.__version__
+__version__: str = _package_version()  # the package metadata (pyproject.toml), read at run time
 
 __all__ = [
     "BatchNormOutput",

@@ -70,7 +70,8 @@ def set_num_threads(n: int) -> None:
     Kernels that move less than 4 MiB run on one thread: between calls OpenMP's workers fall
     asleep, and NumPy's OpenBLAS threads spin on the cores for a while after each matrix
     product, so waking threads for a small kernel costs more than it saves. ``bnfast.torch``
-    uses 512 KiB: in a PyTorch process the OpenMP pool is shared and PyTorch keeps it awake.
+    uses 512 KiB: in a PyTorch process built from source the OpenMP pool is shared and PyTorch
+    keeps it awake (a wheel bundles its own libgomp, so there each library has its own pool).
     """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
@@ -80,17 +81,42 @@ def set_num_threads(n: int) -> None:
 def config() -> dict[str, object]:
     """The build and run-time configuration as a dict."""
     return {
-        "version": _core.__version__,
+        "version": _package_version(),
         "active_isa": active_isa(),
         "available_isas": available_isas(),
         "compiled_isas": list(_core.compiled_isas()),
         "num_threads": get_num_threads(),
-        "openmp": bool(_core.openmp),
+        "openmp": _openmp_runtime(),
+        "compiler": getattr(_core, "compiler", "unknown"),
+        "cxx_flags": getattr(_core, "cxx_flags", "unknown"),
+        "extension": _core.__file__,
     }
 
 
+def _package_version() -> str:
+    """The installed distribution's version (pyproject.toml's, the one place it is written)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("bnfast")
+    except importlib.metadata.PackageNotFoundError:  # a build tree on sys.path, not installed
+        return _core.__version__  # CMake's SKBUILD_PROJECT_VERSION, from the same pyproject
+
+
+def _openmp_runtime() -> str:
+    """``"no"``, or the OpenMP runtime library the extension loaded (a wheel bundles its own)."""
+    if not _core.openmp:
+        return "no"
+    try:
+        with open("/proc/self/maps") as maps:
+            libs = {line.split()[-1] for line in maps if "gomp" in line or "libomp" in line}
+    except OSError:
+        return "yes"
+    return "yes (" + ", ".join(sorted(os.path.basename(p) for p in libs)) + ")" if libs else "yes"
+
+
 def show_config() -> None:
-    """Print the version, the ISA in use, the available ISAs and the thread count."""
+    """Print the version, the ISAs, the thread count, OpenMP, and the build's compiler and flags."""
     for key, value in config().items():
         if isinstance(value, list):
             value = ", ".join(value)

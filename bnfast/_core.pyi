@@ -10,6 +10,8 @@ from typing import Any, Literal
 import numpy as np
 
 __version__: str
+compiler: str
+cxx_flags: str
 openmp: bool
 
 # ---- ISA and threads --------------------------------------------------------------------

@@ -2,7 +2,8 @@
 # Builds bnfast with AddressSanitizer + UndefinedBehaviorSanitizer (-DBNFAST_SANITIZE=ON) into its
 # own venv and build directory, then runs the tests that reach every kernel and binding under it.
 #
-#   tools/sanitize.sh                 # the default subset (every kernel family, fuzz, reliability)
+#   tools/sanitize.sh                 # the default subset (every kernel family, fuzz, reliability,
+#                                     # the edge sweep)
 #   tools/sanitize.sh tests/test_x.py # any pytest arguments instead
 #
 # CPython and NumPy are not instrumented, so the ASan runtime is preloaded (it must come first in
@@ -29,11 +30,12 @@ if [ ! -e "$asan" ]; then
 fi
 
 if [ "$#" -eq 0 ]; then
-  # Every kernel family and binding (ISAs, dtypes, bad inputs), the fuzz tests and the thread /
-  # leak / fork checks; the training, tuning and CLI tests add no kernel code paths.
-  set -- tests/test_batchnorm.py tests/test_softmax.py tests/test_vmath.py tests/test_optim.py \
+  # Every kernel family and binding (ISAs, dtypes, bad inputs), the fuzz tests, the thread /
+  # leak / fork checks and the edge sweep (empty, degenerate, invalid inputs on every ISA); the
+  # training, tuning and CLI tests add no kernel code paths.
+  set -- tests/test_batch_norm.py tests/test_softmax.py tests/test_vmath.py tests/test_optim.py \
     tests/test_layers.py tests/test_isa.py tests/test_fuzz.py tests/test_reliability.py \
-    -p no:cacheprovider -q -x
+    tests/test_edges.py -p no:cacheprovider -q -x
 fi
 
 # libstdc++ too: CPython does not link it, and ASan's __cxa_throw interceptor must find the real

@@ -58,6 +58,8 @@ PYBIND11_MODULE(_core, m) {
   using namespace bnfast::bind;
   m.doc() = "bnfast compiled kernels (private; use the bnfast package)";
   m.attr("__version__") = BNFAST_VERSION;
+  m.attr("compiler") = BNFAST_COMPILER;    // CMakeLists.txt: id and version
+  m.attr("cxx_flags") = BNFAST_CXX_FLAGS;  // shared by every target; ISA flags per kernel
 #ifdef BNFAST_OPENMP
   m.attr("openmp") = true;
 #else
