@@ -215,8 +215,10 @@ def _alive(pid: int) -> bool:
 def test_report_into_a_closed_pipe_is_quiet(tmp_path):
     db = str(tmp_path / "r.db")
     assert main([*SYNTH, "--storage", db, "--trials", "3"]) == 0
+    # From tmp_path: `python -m` puts the current directory first on sys.path, and the source
+    # tree's bnfast/ has no compiled extension unless the install is editable.
     proc = subprocess.Popen([sys.executable, "-m", "bnfast.tune.cli", "--report", db],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)  # fmt: skip
     proc.stdout.close()  # `| head` that has already left
     with proc.stderr:
         err = proc.stderr.read().decode()
