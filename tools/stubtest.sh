@@ -13,4 +13,8 @@ mypy_version=2.4.1
 if [ "$("$py" -c 'import mypy.version as v; print(v.__version__)' 2>/dev/null)" != "$mypy_version" ]; then
   "$py" -m pip install -q "mypy==$mypy_version"
 fi
+py=$(cd "$(dirname "$py")" && pwd)/$(basename "$py")  # absolute, the venv's own (no symlink resolution)
+# From a neutral directory: from the repository root `python -m` would import the source tree,
+# which has no compiled extension unless the install is editable.
+cd "$(mktemp -d)"
 exec "$py" -m mypy.stubtest bnfast._core
