@@ -9,6 +9,34 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _F32, _F64 = FLOAT_DTYPES
 
+# bfloat16 has no NumPy dtype of its own. The kernels take ml_dtypes.bfloat16 arrays (the NumPy
+# extension dtype JAX and TensorFlow use; optional: ``pip install ml_dtypes``) and this bits-only
+# view, which bnfast.torch puts over a torch.bfloat16 tensor's memory so that it needs no
+# ml_dtypes. Outputs have the dtype of the input they are like.
+BFLOAT16_BITS = np.dtype([("bfloat16", "<u2")])
+
+
+def is_bfloat16(dt: np.dtype) -> bool:
+    """Whether ``dt`` is a bfloat16 dtype the kernels take (ml_dtypes' or the bits view)."""
+    return dt.kind == "V" and dt.itemsize == 2 and (dt.name == "bfloat16" or dt == BFLOAT16_BITS)
+
+
+def bfloat16() -> np.dtype:
+    """``ml_dtypes.bfloat16`` as a NumPy dtype; ImportError saying what to install without it."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise ImportError(
+            "bfloat16 arrays in the NumPy API need ml_dtypes: pip install ml_dtypes "
+            "(or bnfast[bfloat16]); bnfast.torch serves torch.bfloat16 tensors without it"
+        ) from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def is_float(dt: np.dtype) -> bool:
+    """float32, float64 or a bfloat16 dtype."""
+    return dt is _F32 or dt is _F64 or dt in FLOAT_DTYPES or is_bfloat16(dt)
+
 # A broadcast view (a zero stride) costs no memory however large it is, but its copy does: above
 # this size copying one is refused instead of silently allocating gigabytes.
 MAX_BROADCAST_COPY_BYTES = 1 << 30
@@ -58,16 +86,16 @@ def as_array(obj: Any, name: str) -> np.ndarray:
 def float_input(
     obj: Any, name: str, dtype: np.dtype | None = None, keep_0d: bool = False
 ) -> np.ndarray:
-    """A C-contiguous float32/float64 array for a read-only input (0-d ones become 1-d unless
-    ``keep_0d``).
+    """A C-contiguous float32/float64/bfloat16 array for a read-only input (0-d ones become 1-d
+    unless ``keep_0d``).
 
     Non-contiguous (or misaligned) inputs are copied (documented behaviour); integer or other
     dtypes are refused with TypeError. With ``dtype``, the array must already have that dtype.
     """
     a = as_array(obj, name)
     dt = a.dtype
-    if dt is not _F32 and dt is not _F64 and dt not in FLOAT_DTYPES:  # identity: the fast path
-        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    if dt is not _F32 and dt is not _F64 and not is_float(dt):  # identity: the fast path
+        raise TypeError(f"{name} must be float32, float64 or bfloat16, got {dt}")
     if dtype is not None and dt is not dtype and dt != dtype:
         raise TypeError(f"{name} must be {dtype} like the input, got {dt}")
     return contiguous(a, name, keep_0d=keep_0d)

@@ -1,7 +1,8 @@
 """NumPy reference implementations: the oracle the kernels are tested against.
 
 Textbook formulas, written for clarity, computed in the input's dtype or (by passing float64
-arrays) in float64. Nothing here imports ``bnfast._core``: an oracle that shares code with what
+arrays) in float64. bfloat16 kernels are held to the float64 formula of their widened inputs,
+rounded once by :func:`round_bfloat16`. Nothing here imports ``bnfast._core``: an oracle that shares code with what
 it checks is no oracle. Shapes follow the kernels: batch norm views its input as ``(A, C, B)``
 with ``C`` the ``axis`` dimension.
 """
@@ -14,6 +15,7 @@ import numpy as np
 
 __all__ = [
     "adam",
+    "round_bfloat16",
     "batch_norm_backward",
     "batch_norm_eval",
     "batch_norm_train",
@@ -29,6 +31,21 @@ __all__ = [
     "softmax_backward",
     "softmax_cross_entropy",
 ]
+
+
+def round_bfloat16(a: np.ndarray) -> np.ndarray:
+    """``a`` rounded to ``ml_dtypes.bfloat16`` the way bnfast's kernels round (csrc's
+    bfloat16.h): to nearest, ties to even, through float32; NaN stays NaN (quiet, sign and upper
+    payload kept); float32 subnormals become zeros of their sign (AVX512_BF16's rule, which
+    every ISA follows)."""
+    import ml_dtypes
+
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    hi = u >> 16
+    r = (u + 0x7FFF + (hi & 1)) >> 16
+    r = np.where((u & 0x7FFFFFFF) > 0x7F800000, hi | 0x40, r)
+    r = np.where((u & 0x7F800000) == 0, hi & 0x8000, r)
+    return r.astype(np.uint16).view(ml_dtypes.bfloat16)
 
 
 def _reduce_axes(x: np.ndarray, axis: int) -> tuple[tuple[int, ...], tuple[int, ...]]:

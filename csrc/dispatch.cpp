@@ -53,9 +53,12 @@ bool cpu_has_avx512() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && cpu_has_avx2();
 }
+// AVX512_BF16's converts, for rounding float32 to bfloat16 (Zen 4, Sapphire Rapids and later).
+bool cpu_has_avx512_bf16() { return __builtin_cpu_supports("avx512bf16") && cpu_has_avx512(); }
 #else
 bool cpu_has_avx2() { return false; }
 bool cpu_has_avx512() { return false; }
+bool cpu_has_avx512_bf16() { return false; }
 #endif
 
 #define BNFAST_ISA_CHECK_(isa, ...) &cpu_has_##isa,

@@ -157,7 +157,7 @@ void bind_batch_norm(py::module_& m) {
       [](py::object x_, int axis, py::object weight, py::object bias, py::object running_mean,
          py::object running_var, double momentum, double eps, py::object out) {
         py::array x = as_array(x_, "x");
-        return dispatch_dtype(float_dtype(x, "x"), [&](auto t) {
+        return dispatch_dtype_f32_f64(float_dtype(x, "x"), [&](auto t) {
           return batch_norm_train<typename decltype(t)::type>(x, axis, weight, bias, running_mean,
                                                               running_var, momentum, eps, out);
         });
@@ -170,7 +170,7 @@ void bind_batch_norm(py::module_& m) {
       [](py::object x_, int axis, py::object weight, py::object bias, py::object running_mean,
          py::object running_var, double eps, py::object out) {
         py::array x = as_array(x_, "x");
-        return dispatch_dtype(float_dtype(x, "x"), [&](auto t) {
+        return dispatch_dtype_f32_f64(float_dtype(x, "x"), [&](auto t) {
           return batch_norm_eval<typename decltype(t)::type>(x, axis, weight, bias, running_mean,
                                                              running_var, eps, out);
         });
@@ -184,7 +184,7 @@ void bind_batch_norm(py::module_& m) {
          py::object weight, bool training, py::object out) {
         py::array x = as_array(x_, "x");
         py::array dy = as_array(dy_, "dy");
-        return dispatch_dtype(float_dtype(x, "x"), [&](auto t) {
+        return dispatch_dtype_f32_f64(float_dtype(x, "x"), [&](auto t) {
           return batch_norm_backward<typename decltype(t)::type>(dy, x, axis, mean, invstd, weight,
                                                                  training, out);
         });

@@ -102,7 +102,7 @@ void bind_membench(py::module_& m) {
         }
         const auto first = py::reinterpret_borrow<py::array>(k == 0 ? out[0] : in[0]);
         const i64 n = first.size();
-        return dispatch_dtype(
+        return dispatch_dtype_f32_f64(
             float_dtype(first, k == 0 ? kWriteNames[0] : kReadNames[0]),
             [&](auto t) { return run<typename decltype(t)::type>(in, k, out, m, mode, n); });
       },

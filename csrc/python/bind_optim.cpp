@@ -109,7 +109,7 @@ void check_item_slow(const py::array& a, const py::array& p, const ListArg& list
   const std::string name = item_name(list.name, i);
   if (is_param) float_dtype(a, name.c_str());
   if (!is_param) check_shape(a, shape_of(p), name.c_str());
-  dispatch_dtype(
+  dispatch_dtype_f32_f64(
       dt, [&](auto t) { check_buffer<typename decltype(t)::type>(a, name.c_str(), list.written); });
 }
 
@@ -211,7 +211,7 @@ Collected collect(std::vector<ListArg>& lists) {
           g.s[slot].push_back(tp);
         }
       };
-      dispatch_dtype(dt, [&](auto t) { add(by_type<typename decltype(t)::type>(c)); });
+      dispatch_dtype_f32_f64(dt, [&](auto t) { add(by_type<typename decltype(t)::type>(c)); });
     }
   }
   check_overlaps(spans, lists);

@@ -95,7 +95,7 @@ void bind_sigmoid_binary_cross_entropy(py::module_& m) {
         const Reduction r = parse_reduction(reduction);
         py::array x = as_array(x_, "logits");
         py::array y = as_array(y_, "targets");
-        return dispatch_dtype(float_dtype(x, "logits"), [&](auto t) {
+        return dispatch_dtype_f32_f64(float_dtype(x, "logits"), [&](auto t) {
           return sigmoid_binary_cross_entropy<typename decltype(t)::type>(x, y, weight, pos_weight,
                                                                           r, grad_output, out);
         });

@@ -220,7 +220,7 @@ void bind_softmax(py::module_& m) {
         log ? "log_softmax" : "softmax",
         [log](py::object x_, int axis, py::object out) {
           py::array x = as_array(x_, "x");
-          return dispatch_dtype(float_dtype(x, "x"), [&](auto t) {
+          return dispatch_dtype_f32_f64(float_dtype(x, "x"), [&](auto t) {
             return softmax<typename decltype(t)::type>(x, axis, log, out);
           });
         },
@@ -230,7 +230,7 @@ void bind_softmax(py::module_& m) {
         [log](py::object y_, py::object dy_, int axis, py::object out) {
           py::array y = as_array(y_, "y");
           py::array dy = as_array(dy_, "dy");
-          return dispatch_dtype(float_dtype(y, "y"), [&](auto t) {
+          return dispatch_dtype_f32_f64(float_dtype(y, "y"), [&](auto t) {
             return softmax_backward<typename decltype(t)::type>(y, dy, axis, log, out);
           });
         },
@@ -243,7 +243,7 @@ void bind_softmax(py::module_& m) {
         const Reduction r = parse_reduction(reduction);
         py::array x = as_array(x_, "logits");
         py::array target = as_array(t_, "target");
-        return dispatch_dtype(float_dtype(x, "logits"), [&](auto t) {
+        return dispatch_dtype_f32_f64(float_dtype(x, "logits"), [&](auto t) {
           return softmax_cross_entropy<typename decltype(t)::type>(
               x, target, axis, weight, ignore_index, r, label_smoothing, grad_output, out);
         });
@@ -256,7 +256,7 @@ void bind_softmax(py::module_& m) {
         log ? "vmath_log" : "vmath_exp",
         [log](py::object x_) {
           py::array x = as_array(x_, "x");
-          return dispatch_dtype(float_dtype(x, "x"),
+          return dispatch_dtype_f32_f64(float_dtype(x, "x"),
                                 [&](auto t) { return vmath<typename decltype(t)::type>(x, log); });
         },
         arg("x"));

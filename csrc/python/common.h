@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "bnfast/bfloat16.h"
 #include "bnfast/isa.h"
 
 namespace bnfast {
@@ -32,19 +33,34 @@ inline py::array as_array(const py::handle& obj, const char* name) {
 
 inline bool is_none(const py::handle& obj) { return obj.is_none(); }
 
-enum class Dtype { f32, f64 };
+enum class Dtype { f32, f64, bf16 };
 
-// float32 or float64, else TypeError.
+// bfloat16 arrays come in two dtypes: ml_dtypes.bfloat16 (the NumPy extension dtype JAX and
+// TensorFlow use), and bnfast's own bits-only view [("bfloat16", "<u2")] that bnfast.torch puts
+// over a torch.bfloat16 tensor's memory when ml_dtypes is not installed. Outputs take the dtype
+// of the input they are like.
+inline bool is_bf16(const py::dtype& d) {
+  if (d.kind() != 'V' || d.itemsize() != 2) return false;
+  if (py::str(d).cast<std::string>() == "bfloat16") return true;
+  const py::object names = d.attr("names");
+  return !names.is_none() && py::len(names) == 1 &&
+         py::str(py::tuple(names)[0]).cast<std::string>() == "bfloat16";
+}
+
+// float32, float64 or bfloat16, else TypeError.
 inline Dtype float_dtype(const py::array& a, const char* name) {
   if (a.dtype().is(py::dtype::of<float>())) return Dtype::f32;
   if (a.dtype().is(py::dtype::of<double>())) return Dtype::f64;
   const char kind = a.dtype().kind();
   if (kind == 'f' && a.itemsize() == 4) return Dtype::f32;
   if (kind == 'f' && a.itemsize() == 8) return Dtype::f64;
-  throw py::type_error(std::string(name) + " must be float32 or float64, got " + dtype_name(a));
+  if (is_bf16(a.dtype())) return Dtype::bf16;
+  throw py::type_error(std::string(name) + " must be float32, float64 or bfloat16, got " +
+                       dtype_name(a));
 }
 
-// Calls f(TypeTag<float>{}) or f(TypeTag<double>{}): the one place a Dtype becomes a C++ type.
+// Calls f(TypeTag<float>{}), f(TypeTag<double>{}) or f(TypeTag<bf16>{}): the one place a Dtype
+// becomes a C++ type.
 //   dispatch_dtype(float_dtype(x, "x"), [&](auto tag) { using T = typename decltype(tag)::type; });
 template <class T>
 struct TypeTag {
@@ -53,22 +69,35 @@ struct TypeTag {
 template <class F>
 inline decltype(auto) dispatch_dtype(Dtype dt, F&& f) {
   if (dt == Dtype::f32) return f(TypeTag<float>{});
+  if (dt == Dtype::bf16) return f(TypeTag<bf16>{});
   return f(TypeTag<double>{});
 }
 
-// The member of element type T of a {f32, f64} pair (a kernel table, groups of tensors).
-template <class T, class Pair>
-inline auto& by_type(Pair& pair) {
+// TEMPORARY while the families gain bfloat16 kernels: dispatch_dtype without the bf16 branch.
+template <class F>
+inline decltype(auto) dispatch_dtype_f32_f64(Dtype dt, F&& f) {
+  if (dt == Dtype::bf16) throw py::type_error("bfloat16 is not supported here yet");
+  if (dt == Dtype::f32) return f(TypeTag<float>{});
+  return f(TypeTag<double>{});
+}
+
+// The member of element type T of a {f32, f64, bf16} triple (a kernel table, groups of tensors).
+template <class T, class Group>
+inline auto& by_type(Group& g) {
   if constexpr (std::is_same<T, float>::value) {
-    return pair.f32;
+    return g.f32;
+  } else if constexpr (std::is_same<T, double>::value) {
+    return g.f64;
   } else {
-    return pair.f64;
+    return g.bf16;
   }
 }
 
 template <class T>
 inline const char* type_name() {
-  return std::is_same<T, float>::value ? "float32" : "float64";
+  if constexpr (std::is_same<T, float>::value) return "float32";
+  if constexpr (std::is_same<T, double>::value) return "float64";
+  return "bfloat16";
 }
 
 inline bool native_byteorder(const py::array& a) {
@@ -83,9 +112,18 @@ inline bool native_byteorder(const py::array& a) {
 
 // Checks dtype T, native byte order, C-contiguity, alignment and (if asked) writability.
 template <class T>
+inline bool has_dtype(const py::array& a) {
+  if constexpr (std::is_same<T, bf16>::value) {
+    return is_bf16(a.dtype());
+  } else {
+    return a.dtype().kind() == 'f' && a.itemsize() == static_cast<py::ssize_t>(sizeof(T)) &&
+           native_byteorder(a);
+  }
+}
+
+template <class T>
 inline void check_buffer(const py::array& a, const char* name, bool writable) {
-  const char kind = a.dtype().kind();
-  if (kind != 'f' || a.itemsize() != static_cast<py::ssize_t>(sizeof(T)) || !native_byteorder(a)) {
+  if (!has_dtype<T>(a)) {
     throw py::type_error(std::string(name) + " must be " + type_name<T>() + ", got " +
                          dtype_name(a));
   }
@@ -153,10 +191,15 @@ inline void check_no_overlap(const py::array& out, const char* out_name, const p
                         (exact_ok ? " (only exact in-place use is allowed)" : ""));
 }
 
-// A new C-contiguous array of T with the given shape.
+// A new C-contiguous array of T with the given shape (float32 or float64).
 template <class T>
 inline py::array_t<T> empty(const std::vector<i64>& shape) {
   return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+}
+
+// A new C-contiguous array with the given shape and like's dtype.
+inline py::array empty_as(const std::vector<i64>& shape, const py::array& like) {
+  return py::array(like.dtype(), std::vector<py::ssize_t>(shape.begin(), shape.end()));
 }
 
 // Normalises axis to [0, ndim), else ValueError.
@@ -198,7 +241,7 @@ inline Shape3 view3(const py::array& x, int axis, const char* name,
 // `out` if given (checked against like's shape and dtype T), else a new array.
 template <class T>
 py::array output_like(const py::object& out, const py::array& like, const char* name) {
-  if (is_none(out)) return empty<T>(shape_of(like));
+  if (is_none(out)) return empty_as(shape_of(like), like);
   py::array a = as_array(out, name);
   check_shape(a, shape_of(like), name);
   out_ptr<T>(a, name);
@@ -214,6 +257,23 @@ const T* channel_in(const py::object& obj, i64 n, const char* name, i64* extent 
   check_shape(a, {n}, name);
   if (extent) *extent = a.size();
   return in_ptr<T>(a, name);
+}
+
+// A read-only vector of length n of P (a per-channel or per-class parameter, P = float32 beside
+// bfloat16 data): an array of P as it is, or a bfloat16 one widened into `holder` (PyTorch
+// accepts bfloat16 parameters there too); nullptr for None. *extent receives its length.
+template <class P>
+const P* param_in(const py::object& obj, i64 n, const char* name, std::vector<P>& holder,
+                  i64* extent = nullptr) {
+  if (is_none(obj)) return nullptr;
+  py::array a = as_array(obj, name);
+  if (!std::is_same<P, float>::value || !is_bf16(a.dtype())) return channel_in<P>(obj, n, name, extent);
+  check_shape(a, {n}, name);
+  const bf16* p = in_ptr<bf16>(a, name);
+  holder.resize(static_cast<std::size_t>(n));
+  for (i64 i = 0; i < n; ++i) holder[i] = static_cast<P>(widen(p[i]));
+  if (extent) *extent = n;
+  return holder.data();
 }
 
 // How a loss is reduced over its elements (rows): crosses from Python as its name.

@@ -5,4 +5,7 @@
 // flags in CMakeLists.txt (BNFAST_FLAGS_<isa>; configuring fails without them).
 #pragma once
 
-#define BNFAST_ISAS(X, ...) X(scalar, __VA_ARGS__) X(avx2, __VA_ARGS__) X(avx512, __VA_ARGS__)
+// avx512_bf16 is avx512 with AVX512_BF16's float32 -> bfloat16 converts.
+// clang-format off
+#define BNFAST_ISAS(X, ...) X(scalar, __VA_ARGS__) X(avx2, __VA_ARGS__) X(avx512, __VA_ARGS__) X(avx512_bf16, __VA_ARGS__)
+// clang-format on

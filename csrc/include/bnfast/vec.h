@@ -24,6 +24,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "bnfast/bfloat16.h"
 #include "bnfast/isa.h"
 
 namespace bnfast {
@@ -42,7 +43,7 @@ struct Vec;
 #include "bnfast/vec_scalar.h"
 #elif defined(BNFAST_TARGET_AVX2)
 #include "bnfast/vec_avx2.h"
-#elif defined(BNFAST_TARGET_AVX512)
+#elif defined(BNFAST_TARGET_AVX512) || defined(BNFAST_TARGET_AVX512_BF16)
 #include "bnfast/vec_avx512.h"
 #else
 #error "unknown BNFAST_TARGET"
@@ -71,6 +72,28 @@ inline void st(T* p, Vec<T> v, int n) {
     v.store_partial(p, n);
   }
 }
+// The same for bfloat16 storage, read into and written from float32 vectors (Compute<bf16>):
+// kernels templated on a storage type X load Vec<Compute<X>> through these, whatever X is.
+inline Vec<float> ld(const bf16* p, int n) {
+  return n == Vec<float>::N ? load_bf16(p) : load_bf16_partial(p, n);
+}
+inline Vec<float> ld(const bf16* p, int n, Vec<float> fill) {
+  return n == Vec<float>::N ? load_bf16(p) : load_bf16_partial(p, n, fill);
+}
+inline void st(bf16* p, Vec<float> v, int n) {
+  if (n == Vec<float>::N) {
+    store_bf16(p, v);
+  } else {
+    store_bf16_partial(p, v, n);
+  }
+}
+// A full vector's non-temporal store (p aligned to the stored vector's size).
+template <class T>
+inline void stream_st(T* p, Vec<T> v) {
+  v.stream(p);
+}
+inline void stream_st(bf16* p, Vec<float> v) { stream_bf16(p, v); }
+
 // v in the first n lanes, 0 elsewhere (a tail's lanes before a horizontal sum).
 template <class T>
 inline Vec<T> keep(Vec<T> v, int n) {

@@ -164,5 +164,50 @@ inline Vec<double> round_even(Vec<double> a) {
   return {_mm256_round_pd(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
 }
 
+// bfloat16 storage: 8 values per float32 register. AVX2 has no 16-bit masked loads or stores:
+// tails go through a small buffer.
+inline __m256 widen_bf16(__m128i h) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+inline Vec<float> load_bf16(const bf16* p) {
+  return {widen_bf16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
+}
+inline Vec<float> load_bf16_partial(const bf16* p, int n) {
+  alignas(16) std::uint16_t t[8] = {};
+  std::memcpy(t, p, static_cast<std::size_t>(n) * 2);
+  return {widen_bf16(_mm_load_si128(reinterpret_cast<const __m128i*>(t)))};
+}
+inline Vec<float> load_bf16_partial(const bf16* p, int n, Vec<float> fill) {
+  return {_mm256_blendv_ps(fill.v, load_bf16_partial(p, n).v, Vec<float>::tail_mask(n))};
+}
+// The rounding of bfloat16.h, 8 lanes at a time.
+inline __m128i round_bf16(Vec<float> v) {
+  const __m256i u = _mm256_castps_si256(v.v);
+  const __m256i hi = _mm256_srli_epi32(u, 16);
+  const __m256i lsb = _mm256_and_si256(hi, _mm256_set1_epi32(1));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb),
+                                16);
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v.v, v.v, _CMP_UNORD_Q));
+  r = _mm256_blendv_epi8(r, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)), nan);
+  const __m256i sub =
+      _mm256_cmpeq_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7f800000)), _mm256_setzero_si256());
+  r = _mm256_blendv_epi8(r, _mm256_and_si256(hi, _mm256_set1_epi32(0x8000)), sub);
+  // Every lane is in [0, 0xffff], so the saturating pack is exact; it packs within 128-bit
+  // halves, and the permute gathers the two results.
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
+}
+inline void store_bf16(bf16* p, Vec<float> v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), round_bf16(v));
+}
+inline void store_bf16_partial(bf16* p, Vec<float> v, int n) {
+  alignas(16) std::uint16_t t[8];
+  _mm_store_si128(reinterpret_cast<__m128i*>(t), round_bf16(v));
+  std::memcpy(p, t, static_cast<std::size_t>(n) * 2);
+}
+// Non-temporal store; p must be aligned to 16 bytes.
+inline void stream_bf16(bf16* p, Vec<float> v) {
+  _mm_stream_si128(reinterpret_cast<__m128i*>(p), round_bf16(v));
+}
+
 }  // namespace BNFAST_NS
 }  // namespace bnfast

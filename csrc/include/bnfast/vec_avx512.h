@@ -1,5 +1,6 @@
-// vec_avx512.h — Vec<T> for BNFAST_TARGET_AVX512: one 512-bit register of T (AVX-512 F/BW/DQ/VL),
-// tails by mask registers. Included by vec.h only, which documents the interface every target
+// vec_avx512.h — Vec<T> for BNFAST_TARGET_AVX512 and BNFAST_TARGET_AVX512_BF16: one 512-bit
+// register of T (AVX-512 F/BW/DQ/VL), tails by mask registers. The two targets differ only in
+// how float32 lanes round to bfloat16: AVX512_BF16's convert instruction, or integer code. Included by vec.h only, which documents the interface every target
 // implements.
 #pragma once
 
@@ -164,6 +165,47 @@ inline Vec<double> round_even(Vec<double> a) {
 }
 inline Vec<float> scalef(Vec<float> a, Vec<float> k) { return {_mm512_scalef_ps(a.v, k.v)}; }
 inline Vec<double> scalef(Vec<double> a, Vec<double> k) { return {_mm512_scalef_pd(a.v, k.v)}; }
+
+// bfloat16 storage: 16 values per float32 register.
+inline __m512 widen_bf16(__m256i h) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+inline Vec<float> load_bf16(const bf16* p) {
+  return {widen_bf16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))};
+}
+inline Vec<float> load_bf16_partial(const bf16* p, int n) {
+  return {widen_bf16(_mm256_maskz_loadu_epi16(Vec<float>::tail_mask(n), p))};
+}
+inline Vec<float> load_bf16_partial(const bf16* p, int n, Vec<float> fill) {
+  return {_mm512_mask_blend_ps(Vec<float>::tail_mask(n), fill.v, load_bf16_partial(p, n).v)};
+}
+// The rounding of bfloat16.h, 16 lanes at a time.
+inline __m256i round_bf16(Vec<float> v) {
+#if defined(BNFAST_TARGET_AVX512_BF16)
+  return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v.v));
+#else
+  const __m512i u = _mm512_castps_si512(v.v);
+  const __m512i hi = _mm512_srli_epi32(u, 16);
+  const __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb),
+                                16);
+  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v.v, v.v, _CMP_UNORD_Q),
+                            _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
+  r = _mm512_mask_mov_epi32(r, _mm512_testn_epi32_mask(u, _mm512_set1_epi32(0x7f800000)),
+                            _mm512_and_si512(hi, _mm512_set1_epi32(0x8000)));
+  return _mm512_cvtepi32_epi16(r);
+#endif
+}
+inline void store_bf16(bf16* p, Vec<float> v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), round_bf16(v));
+}
+inline void store_bf16_partial(bf16* p, Vec<float> v, int n) {
+  _mm256_mask_storeu_epi16(p, Vec<float>::tail_mask(n), round_bf16(v));
+}
+// Non-temporal store; p must be aligned to 32 bytes.
+inline void stream_bf16(bf16* p, Vec<float> v) {
+  _mm256_stream_si256(reinterpret_cast<__m256i*>(p), round_bf16(v));
+}
 
 }  // namespace BNFAST_NS
 }  // namespace bnfast

@@ -146,5 +146,17 @@ inline Vec<T> shift_right(Vec<T> a, int n) {
 inline constexpr bool kHasRound = false;
 inline constexpr bool kHasScalef = false;
 
+// bfloat16 storage: one value per float32 lane.
+inline Vec<float> load_bf16(const bf16* p) { return {widen(*p)}; }
+inline Vec<float> load_bf16_partial(const bf16* p, int n) { return {n > 0 ? widen(*p) : 0.0f}; }
+inline Vec<float> load_bf16_partial(const bf16* p, int n, Vec<float> fill) {
+  return n > 0 ? load_bf16(p) : fill;
+}
+inline void store_bf16(bf16* p, Vec<float> v) { *p = round_bf16(v.v); }
+inline void store_bf16_partial(bf16* p, Vec<float> v, int n) {
+  if (n > 0) store_bf16(p, v);
+}
+inline void stream_bf16(bf16* p, Vec<float> v) { store_bf16(p, v); }
+
 }  // namespace BNFAST_NS
 }  // namespace bnfast
