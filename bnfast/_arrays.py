@@ -37,6 +37,7 @@ def is_float(dt: np.dtype) -> bool:
     """float32, float64 or a bfloat16 dtype."""
     return dt is _F32 or dt is _F64 or dt in FLOAT_DTYPES or is_bfloat16(dt)
 
+
 # A broadcast view (a zero stride) costs no memory however large it is, but its copy does: above
 # this size copying one is refused instead of silently allocating gigabytes.
 MAX_BROADCAST_COPY_BYTES = 1 << 30

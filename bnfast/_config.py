@@ -85,12 +85,21 @@ def config() -> dict[str, object]:
         "active_isa": active_isa(),
         "available_isas": available_isas(),
         "compiled_isas": list(_core.compiled_isas()),
+        "bfloat16": _bfloat16_rounding(),
         "num_threads": get_num_threads(),
         "openmp": _openmp_runtime(),
         "compiler": getattr(_core, "compiler", "unknown"),
         "cxx_flags": getattr(_core, "cxx_flags", "unknown"),
         "extension": _core.__file__,
     }
+
+
+def _bfloat16_rounding() -> str:
+    """How the active ISA rounds float32 to bfloat16 (every way gives the same bits)."""
+    if active_isa() == "avx512_bf16":
+        return "AVX512_BF16 converts (in use)"
+    hint = " (AVX512_BF16 available)" if "avx512_bf16" in available_isas() else ""
+    return "integer rounding" + hint
 
 
 def _package_version() -> str:

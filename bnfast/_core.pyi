@@ -164,6 +164,11 @@ def vmath_exp(x: np.ndarray) -> np.ndarray:
 def vmath_log(x: np.ndarray) -> np.ndarray:
     """The kernels' vectorized log (vmath.h) elementwise, for measuring its error."""
 
+# ---- bfloat16 conversion ----
+def round_bfloat16(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[...] = x`` rounded to bfloat16 (float32 ``x``; ``out`` a bfloat16 array of its
+    shape): round to nearest even, NaN kept, float32 subnormals to signed zero."""
+
 # ---- speed-of-light kernels (membench) ----
 def membench(reads: Sequence[np.ndarray], writes: Sequence[np.ndarray], mode: str) -> float | None:
     """One pass of a trivial kernel over the arrays (csrc/include/bnfast/membench.h).

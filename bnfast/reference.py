@@ -15,7 +15,6 @@ import numpy as np
 
 __all__ = [
     "adam",
-    "round_bfloat16",
     "batch_norm_backward",
     "batch_norm_eval",
     "batch_norm_train",
@@ -25,6 +24,7 @@ __all__ = [
     "momentum_course",
     "rmsprop",
     "rmsprop_course",
+    "round_bfloat16",
     "sgd",
     "sigmoid_binary_cross_entropy",
     "softmax",

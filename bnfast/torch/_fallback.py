@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from bnfast import _core
-from bnfast._arrays import aligned_empty
+from bnfast._arrays import BFLOAT16_BITS, aligned_empty
 
-_FLOATS = (torch.float32, torch.float64)
+_FLOATS = (torch.float32, torch.float64, torch.bfloat16)
 _warned: set[tuple[str, str]] = set()
 
 
@@ -55,7 +55,7 @@ def tensor_reason(t: Any, name: str, dtype: torch.dtype | None = None) -> str | 
     if t.layout != torch.strided:
         return f"{name} has layout {t.layout}"
     if t.dtype not in _FLOATS:
-        return f"{name} has dtype {t.dtype} (bnfast serves float32 and float64)"
+        return f"{name} has dtype {t.dtype} (bnfast serves float32, float64 and bfloat16)"
     if dtype is not None and t.dtype != dtype:
         return f"{name} is {t.dtype} while the input is {dtype}"
     return None
@@ -74,10 +74,27 @@ def tracing_reason() -> str | None:
 
 
 def as_numpy(t: torch.Tensor | None) -> np.ndarray | None:
-    """A NumPy view of a CPU tensor's memory (no copy)."""
+    """A NumPy view of a CPU tensor's memory (no copy).
+
+    NumPy has no bfloat16 (``Tensor.numpy()`` and ``np.from_dlpack`` refuse it): a bfloat16
+    tensor is viewed as 16-bit integers and those as the kernels' bfloat16 bits dtype
+    (:data:`bnfast._arrays.BFLOAT16_BITS`), so bnfast.torch needs no ml_dtypes.
+    """
     if t is None:
         return None
-    return t.detach().numpy() if t.requires_grad else t.numpy()  # detach() costs ~0.6 us
+    if t.requires_grad:
+        t = t.detach()  # costs ~0.6 us
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(BFLOAT16_BITS)
+    return t.numpy()
+
+
+def loss_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of a loss over bfloat16 logits: float32 under ``torch.autocast`` (whose CPU
+    policy runs the losses in float32), else the input's, as PyTorch's own functions give."""
+    if x.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu"):
+        return torch.float32
+    return x.dtype
 
 
 class torch_threads:  # lower case: used like a function, ``with torch_threads():``
@@ -101,7 +118,7 @@ class torch_threads:  # lower case: used like a function, ``with torch_threads()
         _core.swap_thread_parallel_min_bytes(self.old)
 
 
-_NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_NP_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.bfloat16: np.int16}
 _BIG = 4 << 20  # below a few huge pages PyTorch's allocator is as good and cheaper to call
 
 
@@ -115,6 +132,6 @@ def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tens
     the kernel for huge pages on big buffers and PyTorch's CPU allocator does not, and a fresh
     32 MiB output then costs ~3x less in page faults.
     """
-    if math.prod(shape) * (4 if dtype == torch.float32 else 8) < _BIG:
+    if math.prod(shape) * dtype.itemsize < _BIG:
         return torch.empty(shape, dtype=dtype)
-    return torch.from_numpy(aligned_empty(tuple(shape), _NP_DTYPES[dtype]))
+    return torch.from_numpy(aligned_empty(tuple(shape), _NP_DTYPES[dtype])).view(dtype)

@@ -7,7 +7,9 @@ calls of :mod:`bnfast.torch` do not go through them: the dispatcher adds ~15 µs
 eager code keeps its direct path (``functional.py``), and the functional layer switches to
 these operators only while ``torch.compiler.is_compiling()``.
 
-Operators (all CPU, float32/float64, parameters in the input's dtype):
+Operators (all CPU; float32/float64 with parameters in the input's dtype, or bfloat16 data with
+float32 or bfloat16 parameters; statistics, weight gradients and losses of bfloat16 data are
+float32):
 
 ``batch_norm_train(x, weight?, bias?, running_mean(a!)?, running_var(b!)?, momentum, eps)``
     ``-> (y, save_mean, save_invstd)``; the running statistics are updated in place (declared).
@@ -106,7 +108,7 @@ def batch_norm_train(
             as_numpy(running_var),
             momentum,
             eps,
-            buf.numpy(),
+            as_numpy(buf),
         )
     y = buf if axis == 1 else buf.movedim(-1, 1)
     return y, torch.from_numpy(mean), torch.from_numpy(invstd)
@@ -132,7 +134,7 @@ def batch_norm_eval(
             _vec(running_mean),
             _vec(running_var),
             eps,
-            buf.numpy(),
+            as_numpy(buf),
         )
     y = buf if axis == 1 else buf.movedim(-1, 1)
     return y, torch.from_numpy(mean), torch.from_numpy(invstd)
@@ -159,15 +161,20 @@ def batch_norm_backward(
             _vec(invstd),
             _vec(weight),
             training,
-            buf.numpy(),
+            as_numpy(buf),
         )
     dx = buf if axis == 1 else buf.movedim(-1, 1)
     return dx, torch.from_numpy(dw), torch.from_numpy(db)
 
 
+def _stat_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the kernels give statistics, weight gradients and losses of data ``x`` in."""
+    return torch.float32 if x.dtype == torch.bfloat16 else x.dtype
+
+
 def _stats_fake(x: Tensor) -> tuple[Tensor, Tensor]:
     c = x.shape[1]
-    return x.new_empty((c,)), x.new_empty((c,))
+    return x.new_empty((c,), dtype=_stat_dtype(x)), x.new_empty((c,), dtype=_stat_dtype(x))
 
 
 @register_fake("bnfast::batch_norm_train")
@@ -245,7 +252,7 @@ def cross_entropy(
             reduction,
             label_smoothing,
             None,
-            grad.numpy(),
+            as_numpy(grad),
         )
     return torch.from_numpy(loss), grad
 
@@ -255,7 +262,7 @@ def _(x, target, weight, ignore_index, reduction, label_smoothing):  # type: ign
     rows = x.shape[:1] + x.shape[2:] if x.dim() > 1 else ()
     shape = rows if reduction == "none" else ()
     grad = torch.empty_like(x, memory_format=torch.contiguous_format)
-    return x.new_empty(shape), grad
+    return x.new_empty(shape, dtype=_stat_dtype(x)), grad
 
 
 def _ce_setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
@@ -310,7 +317,7 @@ cross_entropy.register_autograd(_ce_backward, setup_context=_ce_setup)
 def _rows(fn: Any, x: Tensor, dim: int, *more: Tensor) -> Tensor:
     out = empty(x.shape, x.dtype)
     with torch_threads():
-        fn(as_numpy(x.contiguous()), *(as_numpy(t.contiguous()) for t in more), dim, out.numpy())
+        fn(as_numpy(x.contiguous()), *(as_numpy(t.contiguous()) for t in more), dim, as_numpy(out))
     return out
 
 
@@ -385,7 +392,7 @@ def binary_cross_entropy_with_logits(
             param(pos_weight, "pos_weight"),
             reduction,
             None,
-            grad.numpy(),
+            as_numpy(grad),
         )
     return torch.from_numpy(loss), grad
 
@@ -393,7 +400,10 @@ def binary_cross_entropy_with_logits(
 @register_fake("bnfast::binary_cross_entropy_with_logits")
 def _(x, target, weight, pos_weight, reduction):  # type: ignore[no-untyped-def]
     shape = x.shape if reduction == "none" else ()
-    return x.new_empty(shape), torch.empty_like(x, memory_format=torch.contiguous_format)
+    return (
+        x.new_empty(shape, dtype=_stat_dtype(x)),
+        torch.empty_like(x, memory_format=torch.contiguous_format),
+    )
 
 
 def _bce_setup(ctx, inputs, output):  # type: ignore[no-untyped-def]

@@ -267,7 +267,8 @@ const P* param_in(const py::object& obj, i64 n, const char* name, std::vector<P>
                   i64* extent = nullptr) {
   if (is_none(obj)) return nullptr;
   py::array a = as_array(obj, name);
-  if (!std::is_same<P, float>::value || !is_bf16(a.dtype())) return channel_in<P>(obj, n, name, extent);
+  if (!std::is_same<P, float>::value || !is_bf16(a.dtype()))
+    return channel_in<P>(obj, n, name, extent);
   check_shape(a, {n}, name);
   const bf16* p = in_ptr<bf16>(a, name);
   holder.resize(static_cast<std::size_t>(n));
@@ -292,6 +293,7 @@ inline Reduction parse_reduction(const py::object& obj) {
 
 // Registration of each kernel family's bindings (one file each).
 void bind_batch_norm(py::module_& m);
+void bind_convert(py::module_& m);
 void bind_membench(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_sigmoid_binary_cross_entropy(py::module_& m);

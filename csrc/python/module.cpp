@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "bnfast/batch_norm.h"
+#include "bnfast/convert.h"
 #include "bnfast/membench.h"
 #include "bnfast/optim.h"
 #include "bnfast/sigmoid_binary_cross_entropy.h"
@@ -86,6 +87,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("empty_kernel_slots", [] {
     py::list r;
     find_empty(r, "batch_norm", &batch_norm_kernels_of);
+    find_empty(r, "convert", &convert_kernels_of);
     find_empty(r, "membench", &membench_kernels_of);
     find_empty(r, "optim", &optim_kernels_of);
     find_empty(r, "sigmoid_binary_cross_entropy", &sigmoid_binary_cross_entropy_kernels_of);
@@ -93,6 +95,7 @@ PYBIND11_MODULE(_core, m) {
     return r;
   });
   bind_batch_norm(m);
+  bind_convert(m);
   bind_membench(m);
   bind_optim(m);
   bind_sigmoid_binary_cross_entropy(m);

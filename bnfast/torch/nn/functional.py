@@ -24,6 +24,7 @@ from bnfast.torch import _ops  # noqa: F401  (registers torch.ops.bnfast)
 from bnfast.torch._fallback import (
     as_numpy,
     empty,
+    loss_dtype,
     tensor_reason,
     torch_threads,
     tracing_reason,
@@ -65,7 +66,10 @@ def _params_reason(params: tuple[Tensor | None, ...], dtype: torch.dtype) -> str
     for name, t in zip(_PARAM_NAMES, params):
         if t is None:
             continue
-        reason = tensor_reason(t, name, dtype)
+        # Beside a bfloat16 input PyTorch also takes float32 parameters (its mixed-type batch
+        # norm, what a float32 model under torch.autocast runs): so do the kernels.
+        mixed = dtype == torch.bfloat16 and t.dtype == torch.float32
+        reason = tensor_reason(t, name, torch.float32 if mixed else dtype)
         if reason:
             return reason
         if not t.is_contiguous() or t.dim() != 1:
@@ -112,7 +116,7 @@ def _bn_forward(xv, axis, arrays, training, momentum, eps):  # type: ignore[no-u
     Returns the output in the input's layout, the saved mean and invstd (NumPy) and x's view.
     """
     buf = empty(xv.shape, xv.dtype)
-    xn, out = as_numpy(xv), buf.numpy()
+    xn, out = as_numpy(xv), as_numpy(buf)
     w, b, rm, rv = arrays
     with torch_threads():
         if training:
@@ -158,7 +162,7 @@ class _BatchNormFn(torch.autograd.Function):
             buf = empty(dyv.shape, x.dtype)
             with torch_threads():
                 _, dw_np, db_np = _core.batch_norm_backward(
-                    as_numpy(dyv), xn, axis, mean, invstd, wn, ctx.training, buf.numpy()
+                    as_numpy(dyv), xn, axis, mean, invstd, wn, ctx.training, as_numpy(buf)
                 )
             dx = buf if axis == 1 else buf.movedim(-1, 1)
             dw, db = torch.from_numpy(dw_np), torch.from_numpy(db_np)
@@ -291,9 +295,12 @@ def _ce_reason(x, target, weight, ignore_index, reduction, label_smoothing, trac
     if not x.is_contiguous():
         return "input is not contiguous (a copy would be needed)"
     if weight is not None:
-        if weight.dtype != x.dtype:
+        # torch.autocast runs the loss of bfloat16 logits in float32, a float32 weight included
+        # (the kernel reads float32 class weights beside bfloat16 logits).
+        mixed = weight.dtype == torch.float32 and loss_dtype(x) == torch.float32
+        if weight.dtype != x.dtype and not mixed:
             return ""  # PyTorch rejects it
-        reason = tensor_reason(weight, "weight", x.dtype)
+        reason = tensor_reason(weight, "weight", weight.dtype)
         if reason:
             return reason
         if weight.requires_grad:
@@ -339,13 +346,13 @@ class _CrossEntropyFn(torch.autograd.Function):
                 reduction,
                 label_smoothing,
                 None,
-                grad.numpy(),
+                as_numpy(grad),
             )
         # A probability target's gradient needs log_softmax(x): made in backward from x, and
         # only for a target that requires grad (nothing kept or computed otherwise).
         ctx.save_for_backward(grad, *((x, weight) if ctx.needs_input_grad[1] else ()))
         ctx.axis, ctx.reduction, ctx.label_smoothing = axis, reduction, label_smoothing
-        return torch.from_numpy(loss)
+        return torch.from_numpy(loss).to(loss_dtype(x))  # float32 from bfloat16 logits
 
     @staticmethod
     @once_differentiable
@@ -373,7 +380,7 @@ def _target_grad(go, x, weight, axis, reduction, label_smoothing):  # type: igno
     """
     dt = empty(x.shape, x.dtype)
     with torch_threads():
-        _core.log_softmax(as_numpy(x), axis, dt.numpy())
+        _core.log_softmax(as_numpy(x), axis, as_numpy(dt))
     if reduction == "none":
         scale = go.unsqueeze(axis)
     elif reduction == "mean":
@@ -426,7 +433,7 @@ def cross_entropy(
     if compiling:
         return torch.ops.bnfast.cross_entropy(
             input, target, weight, int(ignore_index), reduction, float(label_smoothing)
-        )[0]
+        )[0].to(loss_dtype(input))
     return _CrossEntropyFn.apply(
         input, target, weight, int(ignore_index), reduction, float(label_smoothing)
     )

@@ -1,7 +1,7 @@
 // vec_avx512.h — Vec<T> for BNFAST_TARGET_AVX512 and BNFAST_TARGET_AVX512_BF16: one 512-bit
 // register of T (AVX-512 F/BW/DQ/VL), tails by mask registers. The two targets differ only in
-// how float32 lanes round to bfloat16: AVX512_BF16's convert instruction, or integer code. Included by vec.h only, which documents the interface every target
-// implements.
+// how float32 lanes round to bfloat16: AVX512_BF16's convert instruction, or integer code. Included
+// by vec.h only, which documents the interface every target implements.
 #pragma once
 
 #ifndef BNFAST_VEC_H_INSIDE_
@@ -187,8 +187,8 @@ inline __m256i round_bf16(Vec<float> v) {
   const __m512i u = _mm512_castps_si512(v.v);
   const __m512i hi = _mm512_srli_epi32(u, 16);
   const __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
-  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb),
-                                16);
+  __m512i r =
+      _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
   r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v.v, v.v, _CMP_UNORD_Q),
                             _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
   r = _mm512_mask_mov_epi32(r, _mm512_testn_epi32_mask(u, _mm512_set1_epi32(0x7f800000)),
