@@ -46,3 +46,36 @@ def threads():
     yield
     _core.set_parallel_min_bytes(limit)
     bnfast.set_num_threads(n)
+
+
+# ---- bnfast.torch tests: each module opts in with
+# pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_fallback_warnings")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """PyTorch on one thread for a module's tests (comparisons are bitwise per thread count)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def fresh_fallback_warnings():
+    """Each test sees bnfast.torch's one-time fallback warnings afresh (else a check that a
+    call was served could pass only because the warning was given earlier)."""
+    from bnfast.torch import _fallback
+
+    _fallback._warned.clear()
+    yield
+    _fallback._warned.clear()
+
+
+@pytest.fixture
+def gen():
+    import torch
+
+    return torch.Generator().manual_seed(1234)

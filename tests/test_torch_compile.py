@@ -21,25 +21,11 @@ from torch.library import opcheck  # noqa: E402
 
 import bnfast.torch as bt  # noqa: E402
 from bnfast.testing import assert_close  # noqa: E402
-from bnfast.torch import FallbackWarning, _fallback, _ops  # noqa: E402
+from bnfast.torch import FallbackWarning, _ops  # noqa: E402
 
 ops = torch.ops.bnfast
 DTYPES = [torch.float32, torch.float64]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_warnings():
-    _fallback._warned.clear()
-    yield
-    _fallback._warned.clear()
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_fallback_warnings")
 
 
 def close(actual, expected, ulps=64, msg=""):

@@ -18,29 +18,16 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 import bnfast.torch as bt  # noqa: E402
-from bnfast.torch import FallbackWarning, _fallback  # noqa: E402
+from bnfast.torch import FallbackWarning  # noqa: E402
 
 DTYPES = [torch.float32, torch.float64]
 DT_IDS = ["f32", "f64"]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_warnings():
-    """Each test sees the one-time fallback warnings afresh (else a served() check could pass
-    only because the warning was given earlier)."""
-    _fallback._warned.clear()
-    yield
-    _fallback._warned.clear()
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_fallback_warnings")
 
 
 @pytest.fixture(params=DTYPES, ids=DT_IDS)
 def dt(request):
     return request.param
-
-
-@pytest.fixture
-def gen():
-    return torch.Generator().manual_seed(1234)
 
 
 @contextlib.contextmanager

@@ -18,10 +18,11 @@ import numpy as np
 
 import bnfast
 from bnfast import reference as R
-from bnfast._arrays import aligned_empty
+from bnfast._arrays import aligned_empty, bfloat16
 
 __all__ = [
     "CACHE_BYTES",
+    "DTYPES",
     "OLD_IDS",
     "OPTIMIZER_CASES",
     "Case",
@@ -74,7 +75,11 @@ class Pass:
     @property
     def nbytes(self) -> int:
         per = self.k + (2 if self.mode == "update" else 1) * self.m
-        return per * self.n * np.dtype(self.dtype).itemsize
+        return per * self.n * _itemsize(self.dtype)
+
+
+def _itemsize(dtype: str) -> int:
+    return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
 
 
 @dataclasses.dataclass
@@ -104,6 +109,7 @@ class Case:
     large: bool = False
     floor: tuple[Pass, ...] = ()  # compute floor (see bnfast.bench), if any
     dims: tuple[int, ...] = ()
+    dtype: str = "float32"  # of the data (bfloat16 cases: their parameters and state float32)
 
     @property
     def pattern(self) -> str:
@@ -123,10 +129,20 @@ def _bnfast_impls(fn: Callable[[], object], variant: str = "") -> dict[str, Impl
     return {f"bnfast-{isa}": Impl(fn, isa, variant) for isa in bnfast.available_isas()}
 
 
+def _data_dtype(dtype: str) -> np.dtype:
+    """The NumPy dtype of a case's data: float32, or ml_dtypes' bfloat16."""
+    return bfloat16() if dtype == "bfloat16" else np.dtype(dtype)
+
+
+def _label(shape: str, dtype: str) -> str:
+    """A case's shape label; bfloat16 cases carry the dtype (rows are grouped by label)."""
+    return shape if dtype == "float32" else f"{shape} {dtype}"
+
+
 # Batch norm -------------------------------------------------------------------------------------
 
 
-def _bn_one_pass(shape: tuple[int, ...], axis: int) -> bool:
+def _bn_one_pass(shape: tuple[int, ...], axis: int, itemsize: int = 4) -> bool:
     """Whether a channel's data fits in cache, so a second pass over it costs no memory traffic.
 
     With the channel axis not last (NCHW), one channel is N planes of H*W contiguous values; a
@@ -137,92 +153,109 @@ def _bn_one_pass(shape: tuple[int, ...], axis: int) -> bool:
     n = math.prod(shape)
     inner = math.prod(shape[axis + 1 :])
     per_channel = n // shape[axis] if inner > 1 else n
-    return per_channel * F32.itemsize <= CACHE_BYTES
+    return per_channel * itemsize <= CACHE_BYTES
 
 
 def _batch_norm_case(
-    kernel: str, label: str, shape: tuple[int, ...], axis: int, large: bool
+    kernel: str, label: str, shape: tuple[int, ...], axis: int, large: bool, dtype: str = "float32"
 ) -> Case:
+    """A batch-norm kernel on ``dtype`` data; parameters and statistics are float32 (bfloat16
+    data: PyTorch's mixed-type batch norm)."""
     n = math.prod(shape)
-    one = _bn_one_pass(shape, axis)
+    e = _itemsize(dtype)
+    one = _bn_one_pass(shape, axis, e)
     if kernel == "batch_norm_eval":
-        passes, formula = (Pass(1, 1, "write", n),), "2·4n: read x, write y"
+        passes, formula = (Pass(1, 1, "write", n, dtype),), f"2·{e}n: read x, write y"
     elif kernel == "batch_norm_train":
         if one:
-            passes, formula = (Pass(1, 1, "write", n),), "2·4n: read x, write y (one pass)"
+            passes = (Pass(1, 1, "write", n, dtype),)
+            formula = f"2·{e}n: read x, write y (one pass)"
         else:
-            passes = (Pass(1, 0, "read", n), Pass(1, 1, "write", n))
-            formula = "3·4n: read x (stats); read x, write y"
+            passes = (Pass(1, 0, "read", n, dtype), Pass(1, 1, "write", n, dtype))
+            formula = f"3·{e}n: read x (stats); read x, write y"
     else:
         if one:
-            passes = (Pass(2, 1, "write", n),)
-            formula = "3·4n: read dy, x, write dx (one pass)"
+            passes = (Pass(2, 1, "write", n, dtype),)
+            formula = f"3·{e}n: read dy, x, write dx (one pass)"
         else:
-            passes = (Pass(2, 0, "read", n), Pass(2, 1, "write", n))
-            formula = "5·4n: read dy, x (sums); read dy, x, write dx"
+            passes = (Pass(2, 0, "read", n, dtype), Pass(2, 1, "write", n, dtype))
+            formula = f"5·{e}n: read dy, x (sums); read dy, x, write dx"
     nbytes = sum(p.nbytes for p in passes)
 
     def build() -> dict[str, Impl]:
         rng = np.random.default_rng(0)
-        x = rng.normal(1.0, 2.0, shape).astype(F32)
+        dt = _data_dtype(dtype)
+        x = rng.normal(1.0, 2.0, shape).astype(F32).astype(dt)
         c = shape[axis]
         w, b = rng.uniform(0.5, 1.5, c).astype(F32), rng.normal(0, 0.1, c).astype(F32)
         rm, rv = np.zeros(c, F32), np.ones(c, F32)
-        out = aligned_empty(shape, F32)
-        dy = rng.normal(size=shape).astype(F32) if kernel == "batch_norm_backward" else None
+        out = aligned_empty(shape, dt)
+        dy = None
+        if kernel == "batch_norm_backward":
+            dy = rng.normal(size=shape).astype(F32).astype(dt)
         res = bnfast.batch_norm(x, rm, rv, w, b, training=True, axis=axis)
         mean, invstd = res.mean, res.invstd
         if kernel == "batch_norm_train":
             impls = _bnfast_impls(
                 lambda: bnfast.batch_norm(x, rm, rv, w, b, training=True, axis=axis, out=out)
             )
-            impls["numpy"] = Impl(lambda: R.batch_norm_train(x, rm, rv, w, b, axis=axis))
+            numpy = lambda: R.batch_norm_train(x, rm, rv, w, b, axis=axis)  # noqa: E731
         elif kernel == "batch_norm_eval":
             impls = _bnfast_impls(
                 lambda: bnfast.batch_norm(x, rm, rv, w, b, training=False, axis=axis, out=out)
             )
-            impls["numpy"] = Impl(lambda: R.batch_norm_eval(x, rm, rv, w, b, axis=axis))
+            numpy = lambda: R.batch_norm_eval(x, rm, rv, w, b, axis=axis)  # noqa: E731
         else:
             impls = _bnfast_impls(
                 lambda: bnfast.batch_norm_backward(dy, x, mean, invstd, w, axis=axis, out=out)
             )
-            impls["numpy"] = Impl(lambda: R.batch_norm_backward(dy, x, mean, invstd, w, axis=axis))
+            numpy = lambda: R.batch_norm_backward(dy, x, mean, invstd, w, axis=axis)  # noqa: E731
+        if dtype == "float32":  # NumPy has no bfloat16 arithmetic of its own
+            impls["numpy"] = Impl(numpy)
         tb = torch_peers()
         if tb is not None:
             fn, variant = tb.batch_norm_peer(kernel, x, dy, axis, w, b, rm, rv, mean, invstd)
             impls["torch"] = Impl(fn, variant=variant)
         return impls
 
-    return Case(kernel, label, nbytes, formula, passes, build, large, dims=shape)
+    return Case(
+        kernel, _label(label, dtype), nbytes, formula, passes, build, large, dims=shape,
+        dtype=dtype,
+    )  # fmt: skip
 
 
 # Softmax cross-entropy --------------------------------------------------------------------------
 
 
-def _softmax_cross_entropy_case(rows: int, classes: int, large: bool) -> Case:
+def _softmax_cross_entropy_case(
+    rows: int, classes: int, large: bool, dtype: str = "float32"
+) -> Case:
     n = rows * classes
-    passes = (Pass(1, 1, "write", n), Pass(1, 0, "read", rows, "float64"))
-    nbytes = 2 * 4 * n + 8 * rows
-    formula = "2·4·N·K + 8N: read logits, write grad, read int64 targets"
+    e = _itemsize(dtype)
+    passes = (Pass(1, 1, "write", n, dtype), Pass(1, 0, "read", rows, "float64"))
+    nbytes = 2 * e * n + 8 * rows
+    formula = f"2·{e}·N·K + 8N: read logits, write grad, read int64 targets"
 
     def build() -> dict[str, Impl]:
         rng = np.random.default_rng(0)
-        x = rng.standard_normal((rows, classes)).astype(F32)
+        dt = _data_dtype(dtype)
+        x = rng.standard_normal((rows, classes)).astype(F32).astype(dt)
         t = rng.integers(0, classes, rows)
-        out = aligned_empty(x.shape, F32)
+        out = aligned_empty(x.shape, dt)
         impls = _bnfast_impls(lambda: bnfast.softmax_cross_entropy(x, t, out=out), "out=")
-        impls["numpy"] = Impl(lambda: R.softmax_cross_entropy(x, t))
+        if dtype == "float32":
+            impls["numpy"] = Impl(lambda: R.softmax_cross_entropy(x, t))
         tb = torch_peers()
         if tb is not None:
             fn, variant = tb.softmax_cross_entropy_peer(x, t)
             impls["torch"] = Impl(fn, variant=variant)
         return impls
 
-    floor = (Pass(1, 1, "exp", n),)
-    label = f"{rows}x{classes}"
+    floor = (Pass(1, 1, "exp", n),)  # the exps are float32 whatever the data's dtype
+    label = _label(f"{rows}x{classes}", dtype)
     return Case(
         "softmax_cross_entropy", label, nbytes, formula, passes, build, large, floor,
-        dims=(rows, classes),
+        dims=(rows, classes), dtype=dtype,
     )  # fmt: skip
 
 
@@ -258,34 +291,48 @@ def _numpy_optimizer(name: str) -> Callable[[list, list, list], None]:
     ]
 
 
-def _optimizer_case(name: str, total: int, split: int, large: bool) -> Case:
+def _optimizer_case(name: str, total: int, split: int, large: bool, dtype: str = "float32") -> Case:
+    """An optimizer step over ``dtype`` parameters and gradients; the state is float32 (the
+    NumPy API's default for bfloat16 parameters)."""
     state, key, kwargs = OPTIMIZER_CASES[name]
     cls = bnfast.optim.OPTIMIZERS[key]
-    passes = (Pass(1, 1 + state, "update", total),)
-    nbytes = passes[0].nbytes
-    formula = f"{3 + 2 * state}·4n: read g; read and write w" + (
-        f" and {state} state array{'s' if state > 1 else ''}" if state else ""
+    e = _itemsize(dtype)
+    passes = (Pass(1, 1, "update", total, dtype),)
+    if state and dtype != "float32":
+        passes += (Pass(0, state, "update", total),)
+    elif state:
+        passes = (Pass(1, 1 + state, "update", total),)
+    nbytes = sum(p.nbytes for p in passes)
+    formula = f"3·{e}n: read g; read and write w" + (
+        f"; read and write {state} float32 state array{'s' if state > 1 else ''} (8n each)"
+        if state
+        else ""
     )
-    label = f"{total:.0e}".replace("+0", "").replace("+", "") + (f"/{split}" if split > 1 else "")
+    shape = f"{total:.0e}".replace("+0", "").replace("+", "") + (f"/{split}" if split > 1 else "")
 
     def build() -> dict[str, Impl]:
         rng = np.random.default_rng(0)
+        dt = _data_dtype(dtype)
         per = total // split
-        params = [rng.standard_normal(per, dtype=F32) for _ in range(split)]
-        grads = [1e-3 * rng.standard_normal(per, dtype=F32) for _ in range(split)]
+        params = [rng.standard_normal(per, dtype=F32).astype(dt) for _ in range(split)]
+        grads = [(1e-3 * rng.standard_normal(per, dtype=F32)).astype(dt) for _ in range(split)]
         opt = cls(params, grads=grads, **kwargs)
         opt.step()  # allocates the state outside the timing
         impls = _bnfast_impls(opt.step)
-        step = _numpy_optimizer(name)
-        states = [[np.abs(g) for _ in range(state)] for g in grads]
-        impls["numpy"] = Impl(lambda: step(params, grads, states))
+        if dtype == "float32":
+            step = _numpy_optimizer(name)
+            states = [[np.abs(g) for _ in range(state)] for g in grads]
+            impls["numpy"] = Impl(lambda: step(params, grads, states))
         tb = torch_peers()
         if tb is not None:
             fn, variant = tb.optimizer_peer(cls.__name__, params, grads, kwargs)
             impls["torch"] = Impl(fn, variant=variant)
         return impls
 
-    return Case(name, label, nbytes, formula, passes, build, large, dims=(total, split))
+    return Case(
+        name, _label(shape, dtype), nbytes, formula, passes, build, large, dims=(total, split),
+        dtype=dtype,
+    )  # fmt: skip
 
 
 # The reference shapes ---------------------------------------------------------------------------
@@ -305,12 +352,27 @@ def cases(quick: bool = False) -> list[Case]:
         xent = [(256, 10), (4096, 1000), (65536, 10)]
         optim = [(100_000, 1), (10_000_000, 1), (10_000_000, 100)]
     out: list[Case] = []
-    for kernel in ("batch_norm_train", "batch_norm_eval", "batch_norm_backward"):
-        for label, shape, axis in bn:
-            out.append(_batch_norm_case(kernel, label, shape, axis, math.prod(shape) >= 1 << 22))
-    for rows, classes in xent:
-        out.append(_softmax_cross_entropy_case(rows, classes, rows * classes >= 1 << 22))
-    for name in OPTIMIZER_CASES:
-        for total, split in optim:
-            out.append(_optimizer_case(name, total, split, total >= 1 << 22))
+    for dtype in DTYPES if _has_bfloat16() else DTYPES[:1]:
+        for kernel in ("batch_norm_train", "batch_norm_eval", "batch_norm_backward"):
+            for label, shape, axis in bn:
+                large = math.prod(shape) >= 1 << 22
+                out.append(_batch_norm_case(kernel, label, shape, axis, large, dtype))
+        for rows, classes in xent:
+            out.append(_softmax_cross_entropy_case(rows, classes, rows * classes >= 1 << 22, dtype))
+        for name in OPTIMIZER_CASES:
+            for total, split in optim:
+                out.append(_optimizer_case(name, total, split, total >= 1 << 22, dtype))
     return out
+
+
+# The data dtypes of the cases: bfloat16 rows come after the float32 ones, at the same shapes
+# (with ml_dtypes installed: the NumPy API's bfloat16 arrays).
+DTYPES = ("float32", "bfloat16")
+
+
+def _has_bfloat16() -> bool:
+    try:
+        bfloat16()
+    except ImportError:
+        return False
+    return True

@@ -176,4 +176,12 @@ def format_dropin(rows: list[dict[str, Any]]) -> str:
                 f"{'' if sp is None else f'{sp:.2f}x'} |"
             )
         lines.append(line)
+    shares = [r for r in rows if r.get("kernel_share") is not None]
+    if shares:
+        lines.append("")
+        lines += [
+            f"{r['kernel']} {r['shape']}, {r['threads']} thread(s): bnfast's kernels take "
+            f"{100 * r['kernel_share']:.0f}% of the bnfast.torch step"
+            for r in shares
+        ]
     return "\n".join(lines)

@@ -136,7 +136,7 @@ def run(
                 base = {
                     "kernel": case.kernel,
                     "shape": case.shape,
-                    "dtype": "float32",
+                    "dtype": case.dtype,
                     "threads": nt,
                     "bytes": case.nbytes,
                     "bytes_formula": case.formula,
@@ -218,8 +218,8 @@ def dropin(
     ncpu = os.cpu_count() or 1
     rows: list[dict[str, Any]] = []
     old = bnfast.get_num_threads()
-    both = {"convnet_step": ("torch", "bnfast.torch")}
-    cases = list(tb.CASES)
+    both = {k: ("torch", "bnfast.torch") for k in ("convnet_step", "convnet_step_autocast")}
+    cases = list(tb.CASES) + list(tb.AUTOCAST_CASES)
     if compiled:
         cases += [c for c in tb.COMPILED_CASES if c not in cases]
     try:
@@ -236,6 +236,8 @@ def dropin(
                 theirs = [k for k in samples if k in ("torch", "torch-fused")]
                 best = min(theirs, key=lambda k: statistics.median(samples[k]))
                 extra = {}
+                if kernel == "convnet_step_autocast":
+                    extra["kernel_share"] = tb.kernel_share(items["bnfast.torch"].fn)
                 if "torch-compiled" in samples:
                     extra["compiled_speedup"] = statistics.median(
                         a / b

@@ -41,8 +41,10 @@ import torch
 import torch.nn.functional as F
 
 import bnfast.torch as bt
+from bnfast._arrays import is_bfloat16
 
 __all__ = [
+    "AUTOCAST_CASES",
     "BN_SHAPES",
     "CASES",
     "COMPILED_CASES",
@@ -52,6 +54,7 @@ __all__ = [
     "XENT_SHAPES",
     "batch_norm_peer",
     "impls",
+    "kernel_share",
     "make",
     "nbytes",
     "optimizer_peer",
@@ -86,6 +89,10 @@ COMPILED_CASES: list[tuple[str, tuple]] = [
     ("softmax_cross_entropy", (4096, 1000)),
     ("convnet_step", (64, 3, 32, 32)),
 ]
+
+# The conv-net training step under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (eager):
+# PyTorch's and the converted model's, with the share of the step bnfast's kernels take.
+AUTOCAST_CASES: list[tuple[str, tuple]] = [("convnet_step_autocast", (64, 3, 32, 32))]
 
 
 def impls(kernel: str) -> tuple[str, ...]:
@@ -127,13 +134,20 @@ def version() -> str:
 # --- peers of the bnfast.bench cases ---------------------------------------------------------
 
 
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """A tensor over ``a``'s memory; bfloat16 arrays (ml_dtypes) become torch.bfloat16."""
+    if is_bfloat16(a.dtype):
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
 def batch_norm_peer(
     kernel: str, x, dy, axis, w, b, rm, rv, mean, invstd
 ) -> tuple[Callable[[], Any], str]:
     """PyTorch's native batch norm into preallocated outputs (its ``.out`` overloads)."""
 
     def channels_first(a: np.ndarray) -> Any:
-        t = torch.from_numpy(a)
+        t = _tensor(a)
         # channels-last data as an NCHW tensor in torch.channels_last memory format: no copy
         return t.permute(0, t.ndim - 1, *range(1, t.ndim - 1)) if axis in (-1, a.ndim - 1) else t
 
@@ -177,7 +191,7 @@ def batch_norm_peer(
 
 def softmax_cross_entropy_peer(x: np.ndarray, t: np.ndarray) -> tuple[Callable[[], Any], str]:
     """``F.cross_entropy`` and its backward."""
-    xt = torch.from_numpy(x).requires_grad_(True)
+    xt = _tensor(x).requires_grad_(True)
     tt = torch.from_numpy(t)
 
     def step() -> object:
@@ -193,9 +207,9 @@ def optimizer_peer(
 ) -> tuple[Callable[[], Any], str]:
     """``torch.optim.<cls>`` over copies of ``params``: ``fused=True`` where PyTorch has a fused
     CPU kernel, else ``foreach=True``."""
-    tp = [torch.from_numpy(p.copy()).requires_grad_(True) for p in params]
+    tp = [_tensor(p.copy()).requires_grad_(True) for p in params]
     for t, g in zip(tp, grads):
-        t.grad = torch.from_numpy(g)
+        t.grad = _tensor(g)
     for kw in ({"fused": True}, {"foreach": True}):
         try:
             opt = getattr(torch.optim, cls)(tp, **kwargs, **kw)
@@ -251,7 +265,9 @@ def _convnet(channels: int) -> torch.nn.Module:
     )
 
 
-def _convnet_step(shape: tuple, impl: str, gen: torch.Generator) -> Callable[[], Any]:
+def _convnet_step(
+    shape: tuple, impl: str, gen: torch.Generator, autocast: bool = False
+) -> Callable[[], Any]:
     torch.manual_seed(0)
     net = _convnet(shape[1])
     bnfast_impl = impl.startswith("bnfast.torch")
@@ -269,7 +285,8 @@ def _convnet_step(shape: tuple, impl: str, gen: torch.Generator) -> Callable[[],
 
     def step() -> Any:
         opt.zero_grad()
-        loss = fn(x, t)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = fn(x, t)
         loss.backward()
         opt.step()
         return loss
@@ -287,8 +304,8 @@ def make(kernel: str, shape: tuple, impl: str) -> Callable[[], Any]:
         raise ValueError(f"no {impl!r} implementation of {kernel!r}")
     drop_in = impl.startswith("bnfast.torch")
     gen = torch.Generator().manual_seed(0)
-    if kernel == "convnet_step":
-        return _convnet_step(shape, impl, gen)
+    if kernel in ("convnet_step", "convnet_step_autocast"):
+        return _convnet_step(shape, impl, gen, autocast=kernel == "convnet_step_autocast")
     if kernel.startswith("batch_norm_"):
         x, bn = _bn_input(shape, gen)
         if drop_in:
@@ -327,3 +344,49 @@ def make(kernel: str, shape: tuple, impl: str) -> Callable[[], Any]:
     opt = _optimizer(kernel, impl, params)
     opt.step()  # state allocated outside the timing
     return opt.step
+
+
+# _core's functions that are not kernels (configuration, introspection).
+_NOT_KERNELS = {
+    "active_isa", "available_isas", "compiled_isas", "empty_kernel_slots", "get_num_threads",
+    "get_parallel_min_bytes", "set_isa", "set_num_threads", "set_parallel_min_bytes",
+    "swap_thread_parallel_min_bytes",
+}  # fmt: skip
+
+
+def kernel_share(step: Callable[[], Any], steps: int = 5) -> float:
+    """The share of ``step``'s wall time spent inside bnfast's kernels (``bnfast._core``
+    calls), over ``steps`` calls: each kernel entry point is wrapped with a timer meanwhile
+    (callers look them up on the module at every call)."""
+    import time
+
+    from bnfast import _core
+
+    spent = [0.0]
+    saved = {
+        n: f
+        for n, f in vars(_core).items()
+        if callable(f) and not n.startswith("_") and n not in _NOT_KERNELS
+    }
+
+    def timed(f: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - t0
+
+        return call
+
+    try:
+        for n, f in saved.items():
+            setattr(_core, n, timed(f))
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        total = time.perf_counter() - t0
+    finally:
+        for n, f in saved.items():
+            setattr(_core, n, f)
+    return spent[0] / total
