@@ -16,16 +16,9 @@ from typing import Any
 import numpy as np
 
 from bnfast.nn.batchnorm import BatchNorm
-from bnfast.nn.module import Module, _Rows
+from bnfast.nn.module import Module, _Rows, layer_dtypes, to_activation
 
 __all__ = ["Dropout", "Linear", "ReLU", "Sequential", "Tanh", "mlp"]
-
-
-def _float_dtype(dtype: Any) -> np.dtype:
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    return dtype
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -51,7 +44,9 @@ class Linear(Module):
         for tanh). The bias starts at zero.
     rng : numpy Generator, int or None
         Source of the initial weights (an int is a seed).
-    dtype : float32 (default) or float64
+    dtype : float32 (default), float64 or "bfloat16"
+        "bfloat16": float32 parameters and products, bfloat16 input and output (see
+        :func:`bnfast.nn.module.layer_dtypes`); a float32 input is taken as it is.
 
     Notes
     -----
@@ -72,7 +67,7 @@ class Linear(Module):
     ) -> None:
         self.in_features = _positive_int(in_features, "in_features")
         self.out_features = _positive_int(out_features, "out_features")
-        self.dtype = _float_dtype(dtype)
+        self.dtype, self.act_dtype = layer_dtypes(dtype)
         if init == "he":
             std = np.sqrt(2.0 / self.in_features)
         elif init == "xavier":
@@ -88,27 +83,39 @@ class Linear(Module):
         self.dbias = np.zeros(self.out_features, self.dtype) if bias else None
         self._x: np.ndarray | None = None
         self._out, self._dx = _Rows(), _Rows()
+        self._x32, self._out32, self._dy32, self._dx32 = _Rows(), _Rows(), _Rows(), _Rows()
         self._dw_tmp = np.empty_like(self.weight)
         self._db_tmp = np.empty(self.out_features, self.dtype) if bias else None
 
+    def _widen(self, a: np.ndarray, rows: _Rows) -> np.ndarray:
+        """``a`` in the parameters' dtype (bfloat16 activations widened into ``rows``)."""
+        a = np.asarray(a)
+        if a.dtype == self.act_dtype != self.dtype:
+            w = rows.get(a.shape, self.dtype)
+            w[...] = a
+            return w
+        return np.ascontiguousarray(a, dtype=self.dtype)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=self.dtype)
+        x = self._widen(x, self._x32)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x must have shape (N, {self.in_features}), got {x.shape}")
-        out = self._out.get((x.shape[0], self.out_features), self.dtype)
+        shape = (x.shape[0], self.out_features)
+        out = self._out.get(shape, self.act_dtype)
         if np.may_share_memory(out, x):  # our own output fed back in: backward needs x intact
             out = np.empty_like(out)
-        np.matmul(x, self.weight.T, out=out)
+        y = out if out.dtype == self.dtype else self._out32.get(shape, self.dtype)
+        np.matmul(x, self.weight.T, out=y)
         if self.bias is not None:
-            out += self.bias
+            y += self.bias
         self._x = x
-        return out
+        return to_activation(y, out)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if self._x is None:
             raise RuntimeError("backward called before forward")
         x = self._x
-        dy = np.ascontiguousarray(dy, dtype=self.dtype)
+        dy = self._widen(dy, self._dy32)
         if dy.shape != (x.shape[0], self.out_features):
             raise ValueError(
                 f"dy must have shape {(x.shape[0], self.out_features)}, got {dy.shape}"
@@ -118,9 +125,10 @@ class Linear(Module):
         if self.bias is not None:
             np.sum(dy, axis=0, out=self._db_tmp)
             self.dbias += self._db_tmp
-        dx = self._dx.get(x.shape, self.dtype)
-        np.matmul(dy, self.weight, out=dx)
-        return dx
+        dx = self._dx.get(x.shape, self.act_dtype)
+        dx32 = dx if dx.dtype == self.dtype else self._dx32.get(x.shape, self.dtype)
+        np.matmul(dy, self.weight, out=dx32)
+        return to_activation(dx32, dx)
 
     def __repr__(self) -> str:
         return (

@@ -14,6 +14,7 @@ import numpy as np
 
 from bnfast import functional as F
 from bnfast import reference
+from bnfast._arrays import is_bfloat16, is_float
 from bnfast.nn.module import Module, _Rows
 
 __all__ = ["LogSoftmax", "SigmoidBinaryCrossEntropy", "Softmax", "SoftmaxCrossEntropy"]
@@ -21,9 +22,14 @@ __all__ = ["LogSoftmax", "SigmoidBinaryCrossEntropy", "Softmax", "SoftmaxCrossEn
 
 def _float_input(x: Any, name: str) -> np.ndarray:
     x = np.ascontiguousarray(x)
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
+    if not is_float(x.dtype):
+        raise TypeError(f"{name} must be float32, float64 or bfloat16, got {x.dtype}")
     return x
+
+
+def _param_dtype(x: np.ndarray) -> np.dtype:
+    """The dtype of a loss's weights for logits ``x``: float32 beside bfloat16 logits."""
+    return np.dtype(np.float32) if is_bfloat16(x.dtype) else x.dtype
 
 
 class Softmax(Module):
@@ -144,7 +150,9 @@ class SoftmaxCrossEntropy(_Loss):
 
     def _options(self, x: np.ndarray) -> dict[str, Any]:
         return {
-            "weight": None if self.weight is None else self.weight.astype(x.dtype, copy=False),
+            "weight": None
+            if self.weight is None
+            else self.weight.astype(_param_dtype(x), copy=False),
             "ignore_index": self.ignore_index,
             "reduction": self.reduction,
             "label_smoothing": self.label_smoothing,

@@ -19,10 +19,38 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from bnfast._arrays import aligned_empty
+from bnfast import _core
+from bnfast._arrays import aligned_empty, bfloat16, is_bfloat16
 from bnfast.backend import check_backend
 
-__all__ = ["Module"]
+__all__ = ["Module", "layer_dtypes"]
+
+
+def layer_dtypes(dtype: Any) -> tuple[np.dtype, np.dtype]:
+    """A layer's ``(parameter dtype, activation dtype)`` for its ``dtype`` argument.
+
+    float32 and float64 layers compute in that dtype. ``"bfloat16"`` layers keep float32
+    parameters (master weights: the optimizers step float32) and pass bfloat16 activations
+    (ml_dtypes arrays) between layers, as ``torch.autocast`` trains a float32 model.
+    """
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        return np.dtype(np.float32), bfloat16()
+    dt = np.dtype(dtype)
+    if is_bfloat16(dt):
+        return np.dtype(np.float32), dt
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32, float64 or 'bfloat16', got {dt}")
+    return dt, dt
+
+
+def to_activation(y: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """float32 ``y`` rounded into bfloat16 ``out`` (the kernels' rounding), or ``y`` itself when
+    ``out`` has its dtype (``out`` is then unused)."""
+    if out.dtype == y.dtype:
+        return y
+    _core.round_bfloat16(y, out)
+    return out
+
 
 _M = TypeVar("_M", bound="Module")
 

@@ -9,10 +9,24 @@ parameters, gradients and state (no copies), every tensor of a group in one kern
 per distinct Adam step count, and SGD's first momentum step apart from later ones).
 
 A group the kernels cannot serve (``maximize``, ``differentiable``, ``capturable``, non-CPU
-or non-float32/float64 tensors, sparse gradients, parameters whose memory is not dense, state
-laid out unlike its parameter, hyperparameters outside the kernels' ranges) is stepped by
-PyTorch's implementation after a one-time :class:`~bnfast.torch.FallbackWarning`; ``fused``
-and ``foreach`` are accepted and ignored (this is the fused implementation).
+tensors or dtypes other than float32, float64 and bfloat16, sparse gradients, parameters whose
+memory is not dense, state laid out unlike its parameter, hyperparameters outside the kernels'
+ranges) is stepped by PyTorch's implementation after a one-time
+:class:`~bnfast.torch.FallbackWarning`; ``fused`` and ``foreach`` are accepted and ignored (this
+is the fused implementation).
+
+bfloat16 parameters are updated in float32 and rounded once to bfloat16 (to nearest even). Their
+state is bfloat16 by default, as PyTorch keeps it, so ``state_dict``s move between the two
+libraries unchanged. Two keyword-only options go beyond PyTorch's arguments:
+
+``state_dtype=torch.float32``
+    keep new state of bfloat16 parameters in float32 (more accurate moments; a ``state_dict``
+    then holds float32 tensors, which PyTorch's ``load_state_dict`` casts to the parameter's
+    dtype, and which this class loads as they come);
+``stochastic_rounding=True`` (with ``seed``)
+    round bfloat16 parameters stochastically, so updates smaller than half a bfloat16 step are
+    kept on average instead of lost; the random bits come from (seed, step, tensor, element):
+    reproducible, the same for any thread count and ISA.
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ import torch
 from torch import Tensor
 
 from bnfast import _core
-from bnfast.torch._fallback import tensor_reason, torch_threads, warn_fallback
+from bnfast.torch._fallback import as_numpy, tensor_reason, torch_threads, warn_fallback
 
 try:
     from torch.optim.optimizer import _get_scalar_dtype
@@ -61,16 +75,18 @@ def _flat(t: Tensor, order: list[int] | None, what: str) -> np.ndarray:
     v = t.detach()
     if order is None:
         if v.is_contiguous():
-            return v.numpy()
+            return as_numpy(v)
     elif v.permute(order).is_contiguous():
-        return v.permute(order).reshape(-1).numpy()
+        return as_numpy(v.permute(order).reshape(-1))
     raise _Unservable(
         f"{what} of strides {tuple(t.stride())} is not laid out densely like its parameter"
     )
 
 
-def _new_state(p: Tensor) -> Tensor:
-    return torch.zeros_like(p, memory_format=torch.preserve_format)
+def _new_state(p: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """Zero state for ``p``: in its dtype, or ``dtype`` for a bfloat16 ``p`` (state_dtype)."""
+    dt = dtype if dtype is not None and p.dtype == torch.bfloat16 else p.dtype
+    return torch.zeros_like(p, dtype=dt, memory_format=torch.preserve_format)
 
 
 class _Plan:
@@ -122,6 +138,33 @@ class _Fused:
     param_groups: list[dict[str, Any]]
     state: dict[Tensor, dict[str, Any]]
 
+    def __init__(
+        self,
+        params: Any,
+        *args: Any,
+        state_dtype: torch.dtype | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        if state_dtype not in (None, torch.float32, torch.bfloat16):
+            raise ValueError(f"state_dtype must be None, torch.float32 or torch.bfloat16, "
+                             f"got {state_dtype}")  # fmt: skip
+        super().__init__(params, *args, **kwargs)  # type: ignore[call-arg]
+        self.state_dtype = state_dtype
+        self.stochastic_rounding = bool(stochastic_rounding)
+        self.seed = int(seed)
+        self.steps_taken = 0  # keys stochastic rounding of optimizers without a step count
+
+    def _rounding(self, step: int | None = None) -> dict[str, Any]:
+        """The kernels' keyword arguments for rounding bfloat16 parameters this step."""
+        if not self.stochastic_rounding:
+            return {}
+        kw: dict[str, Any] = {"stochastic_rounding": True, "seed": self.seed}
+        if step is None:
+            kw["step"] = self.steps_taken
+        return kw
+
     def _step_group(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
 
@@ -138,6 +181,7 @@ class _Fused:
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self.steps_taken += 1
         for group in self.param_groups:
             try:
                 reason = _group_reason(group)
@@ -187,7 +231,7 @@ class _Fused:
             return None
         try:
             if plan.contiguous:
-                return plan, list(map(Tensor.numpy, grads))
+                return plan, list(map(as_numpy, grads))
             return plan, [_flat(g, o, "a gradient") for g, o in zip(grads, plan.orders)]
         except (RuntimeError, TypeError, _Unservable):
             return None  # the full path names the reason
@@ -281,19 +325,19 @@ def _group_reason(group: dict[str, Any]) -> str | None:
     return None
 
 
-def _call(fn: Callable[..., Any], *args: Any) -> None:
+def _call(fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
     """One kernel call; a refusal (checked before anything is written) becomes a fallback."""
     try:
-        fn(*args)
+        fn(*args, **kw)
     except (ValueError, TypeError) as exc:
         raise _Unservable(f"the kernel refused the group ({exc})") from None
 
 
-def _try(fn: Callable[..., Any], *args: Any) -> bool:
+def _try(fn: Callable[..., Any], *args: Any, **kw: Any) -> bool:
     """One kernel call on a plan; False when refused (nothing written), for the full path to
     check the group again and name the reason."""
     try:
-        fn(*args)
+        fn(*args, **kw)
     except (ValueError, TypeError):
         return False
     return True
@@ -331,7 +375,7 @@ class SGD(_Fused, torch.optim.SGD):
         if hit is not None:
             plan, grads = hit
             bufs = plan.states[0] if kinds else None
-            if _try(_core.sgd_update, plan.params, grads, bufs, *hyper, False):
+            if _try(_core.sgd_update, plan.params, grads, bufs, *hyper, False, **self._rounding()):
                 return
         # Two calls at most: parameters whose momentum buffer starts now (buf = g), the rest.
         calls: dict[bool, tuple[list, list, list, list]] = {}
@@ -340,7 +384,7 @@ class SGD(_Fused, torch.optim.SGD):
             buf = self.state[p].get("momentum_buffer") if momentum != 0 else None
             first = momentum != 0 and buf is None
             if first:
-                buf = _new_state(p)
+                buf = _new_state(p, self.state_dtype)
             ps, gs, bs, new = calls.setdefault(first, ([], [], [], []))
             ps.append(self._view(p, order, "a parameter"))
             gs.append(_flat(p.grad, order, "a gradient"))
@@ -348,7 +392,8 @@ class SGD(_Fused, torch.optim.SGD):
                 bs.append(self._view(buf, order, "a momentum_buffer"))
             new.append((p, buf) if first else None)
         for first, (ps, gs, bs, new) in calls.items():
-            _call(_core.sgd_update, ps, gs, bs if momentum != 0 else None, *hyper, first)
+            bufs = bs if momentum != 0 else None
+            _call(_core.sgd_update, ps, gs, bufs, *hyper, first, **self._rounding())
             for item in new:
                 if item is not None:
                     self.state[item[0]]["momentum_buffer"] = item[1]
@@ -373,9 +418,9 @@ class Adam(_Fused, torch.optim.Adam):
             if steps and all(t == steps[0] for t in steps):
                 m, v, *vmax = plan.states
                 args = (int(steps[0]) + 1, *hyper, amsgrad, decoupled)
-                if _try(
-                    _core.adam_update, plan.params, grads, m, v, vmax[0] if vmax else None, *args
-                ):
+                vm = vmax[0] if vmax else None
+                rounding = self._rounding(args[0])
+                if _try(_core.adam_update, plan.params, grads, m, v, vm, *args, **rounding):
                     _bump_steps(steps, plan)
                     return
         # Bias correction depends on the step count: one call per distinct count (usually one).
@@ -383,7 +428,7 @@ class Adam(_Fused, torch.optim.Adam):
         items = self._with_grads(group)
         for p, order in items:
             state = self.state[p]
-            new = {k: _new_state(p) for k in kinds if k not in state}
+            new = {k: _new_state(p, self.state_dtype) for k in kinds if k not in state}
             if "step" not in state:
                 new["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
             step = int(_hyper(state.get("step", new.get("step")))) + 1
@@ -395,7 +440,8 @@ class Adam(_Fused, torch.optim.Adam):
         for step, (ps, gs, ss, commits) in calls.items():
             m, v, *vmax = ([s[i] for s in ss] for i in range(len(kinds)))
             vm = vmax[0] if amsgrad else None
-            _call(_core.adam_update, ps, gs, m, v, vm, step, *hyper, amsgrad, decoupled)
+            args = (step, *hyper, amsgrad, decoupled)
+            _call(_core.adam_update, ps, gs, m, v, vm, *args, **self._rounding(step))
             for state, new in commits:
                 state.update(new)
                 self._bump_step(state)
@@ -435,8 +481,9 @@ class RMSprop(_Fused, torch.optim.RMSprop):
             square, grad_avg, buf = (views.get(k) for k in _RMS_KINDS)
             steps = self._fast_steps(plan)
             if steps is not None and _try(
-                _core.rmsprop_update, plan.params, grads, square, grad_avg, buf, *hyper
-            ):
+                _core.rmsprop_update, plan.params, grads, square, grad_avg, buf, *hyper,
+                **self._rounding(),
+            ):  # fmt: skip
                 _bump_steps(steps, plan)
                 return
         ps, gs, commits = [], [], []
@@ -444,7 +491,7 @@ class RMSprop(_Fused, torch.optim.RMSprop):
         items = self._with_grads(group)
         for p, order in items:
             state = self.state[p]
-            new = {k: _new_state(p) for k in kinds if k not in state}
+            new = {k: _new_state(p, self.state_dtype) for k in kinds if k not in state}
             if "step" not in state:
                 new["step"] = torch.tensor(0.0, dtype=_get_scalar_dtype())
             ps.append(self._view(p, order, "a parameter"))
@@ -455,7 +502,7 @@ class RMSprop(_Fused, torch.optim.RMSprop):
         if not ps:
             return
         square, grad_avg, buf = (lists.get(k) for k in _RMS_KINDS)
-        _call(_core.rmsprop_update, ps, gs, square, grad_avg, buf, *hyper)
+        _call(_core.rmsprop_update, ps, gs, square, grad_avg, buf, *hyper, **self._rounding())
         for state, new in commits:
             state.update(new)
             self._bump_step(state)
