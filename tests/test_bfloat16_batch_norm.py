@@ -656,3 +656,28 @@ def test_training_one_value_per_channel_refused(isa):
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         bnfast.batch_norm(bf16(np.ones((1, 3))), rm, bf16(np.ones(3)), training=True)
     assert rm.tobytes() == bf16(np.zeros(3)).tobytes()
+
+
+# ---- the layer ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["native", "numpy"])
+def test_layer(isa, rng, backend):
+    # bfloat16 data through the layer, float32 parameters and running statistics; the two
+    # backends agree to the bound of the kernels (the reference rounds once).
+    from bnfast.nn import BatchNorm
+
+    x = bf16(rng.normal(1.0, 2.0, (32, 6, 5, 5)))
+    dy = bf16(rng.normal(size=x.shape))
+    bn = BatchNorm(6, dtype=BF16).set_backend(backend)
+    assert bn.weight.dtype == F32 and bn.running_var.dtype == F32
+    y = bn.forward(x)
+    dx = bn.backward(dy)
+    assert y.dtype == BF16 and dx.dtype == BF16 and bn.dweight.dtype == F32
+    res = bnfast.batch_norm(x, np.zeros(6, F32), np.ones(6, F32), training=True)
+    assert_bfloat16_within(y, res.out.astype(np.float64), 1)
+    g = bnfast.batch_norm_backward(dy, x, res.mean, res.invstd)
+    assert_bfloat16_within(dx, g[0].astype(np.float64), 1)
+    assert_close(bn.dbias, g[2], F32, ulps=128, scale=x.size)
+    bn.eval()
+    assert bn.forward(x).dtype == BF16
