@@ -478,6 +478,23 @@ def test_streamed_outputs(isa, rng):
     assert g[0].tobytes() == h[0].tobytes()
 
 
+@pytest.mark.parametrize(
+    ("shape", "axis"),
+    [((4099, 65), 1), ((7, 5, 3000), 1), ((3, 1000, 6), -1), ((2003, 48), 1), ((8, 4, 900), 1)],
+)
+def test_bitwise_identical_for_any_thread_count(isa, threads, rng, shape, axis):
+    x = bf16(rng.normal(1.0, 2.0, shape))
+    dy = bf16(rng.normal(size=shape))
+    outs = []
+    for n in (1, 2, 3):
+        bnfast.set_num_threads(n)
+        rm, rv = np.zeros(x.shape[axis], F32), np.ones(x.shape[axis], F32)
+        res = bnfast.batch_norm(x, rm, rv, training=True, axis=axis)
+        grads = bnfast.batch_norm_backward(dy, x, res.mean, res.invstd, axis=axis)
+        outs.append([a.tobytes() for a in (*res, rm, rv, *grads)])
+    assert outs[1] == outs[0] and outs[2] == outs[0]
+
+
 # ---- ISAs ------------------------------------------------------------------------------------
 
 
