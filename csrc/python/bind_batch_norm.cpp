@@ -60,17 +60,19 @@ struct ChannelOut {
     check_param_dtype<X>(obj, name);
     array = as_array(obj, name);
     check_shape(array, {C}, name);
+    P* p = nullptr;
+    if constexpr (std::is_same<X, bf16>::value) {
+      if (is_bf16(array.dtype())) narrow = out_ptr<bf16>(array, name);
+    }
+    if (!narrow) p = out_ptr<P>(array, name);
     check_no_overlap(array, name, x, "x", false);
     *extent = array.size();
-    if constexpr (std::is_same<X, bf16>::value) {
-      if (is_bf16(array.dtype())) {
-        narrow = out_ptr<bf16>(array, name);
-        wide.resize(static_cast<std::size_t>(C));
-        for (i64 c = 0; c < C; ++c) wide[c] = widen(narrow[c]);
-        return wide.data();
-      }
+    if (narrow) {
+      wide.resize(static_cast<std::size_t>(C));
+      for (i64 c = 0; c < C; ++c) wide[c] = widen(narrow[c]);
+      p = wide.data();
     }
-    return out_ptr<P>(array, name);
+    return p;
   }
   void write_back() const {
     for (std::size_t c = 0; narrow && c < wide.size(); ++c) narrow[c] = round_bf16(wide[c]);
