@@ -41,6 +41,14 @@ class BatchNormOutput(NamedTuple):
     """Per-channel ``1 / sqrt(var + eps)`` used."""
 
 
+def _bn_channel_input(obj: Any, name: str, x: np.ndarray) -> np.ndarray | None:
+    """A per-channel input of batch norm: of x's dtype, or beside bfloat16 x float32 or
+    bfloat16 (PyTorch's mixed-type rule; _core checks which, naming the argument)."""
+    if x.dtype.kind != "V":  # x passed float_input: float32, float64, or bfloat16 ("V")
+        return optional_input(obj, name, x.dtype)
+    return None if obj is None else float_input(obj, name)
+
+
 def batch_norm(
     x: Any,
     running_mean: Any = None,
@@ -61,9 +69,11 @@ def batch_norm(
 
     Parameters
     ----------
-    x : array_like, float32 or float64
+    x : array_like, float32, float64 or bfloat16
         Input of any shape; ``axis`` is the channel axis. ``(N, C)``, ``(N, C, L)`` and NCHW
-        use ``axis=1``; channels-last NHWC uses ``axis=-1``.
+        use ``axis=1``; channels-last NHWC uses ``axis=-1``. bfloat16 input follows PyTorch's
+        mixed-type batch norm: the output is bfloat16, computed in float32; the per-channel
+        arrays may be float32 or bfloat16, and the returned statistics are float32.
     running_mean, running_var : ndarray of shape (C,), optional
         Running statistics. In training they are updated in place (when given) as
         ``new = (1 - momentum) * old + momentum * batch`` with the unbiased batch variance.
@@ -89,14 +99,15 @@ def batch_norm(
     Raises
     ------
     TypeError
-        Non-float dtypes, or parameters whose dtype differs from ``x``.
+        Non-float dtypes, or parameters whose dtype differs from ``x`` (beside bfloat16 ``x``:
+        that is neither float32 nor bfloat16).
     ValueError
         Wrong shapes, a read-only or overlapping ``out``, one value per channel in training,
         missing running statistics in evaluation.
     """
     x = float_input(x, "x")
-    weight = optional_input(weight, "weight", x.dtype)
-    bias = optional_input(bias, "bias", x.dtype)
+    weight = _bn_channel_input(weight, "weight", x)
+    bias = _bn_channel_input(bias, "bias", x)
     rm = inplace(running_mean, "running_mean")
     rv = inplace(running_var, "running_var")
     if training:
@@ -142,13 +153,15 @@ def batch_norm_backward(
     Returns
     -------
     dx, dweight, dbias : ndarray
-        ``dweight = sum(dy * xhat)`` and ``dbias = sum(dy)`` per channel.
+        ``dweight = sum(dy * xhat)`` and ``dbias = sum(dy)`` per channel. For bfloat16 ``x``
+        (and ``dy``), ``dx`` is bfloat16 and ``dweight``, ``dbias`` float32; ``mean``,
+        ``invstd`` and ``weight`` may be float32 or bfloat16.
     """
     x = float_input(x, "x")
     dy = float_input(dy, "dy", x.dtype)
-    mean = float_input(mean, "mean", x.dtype)
-    invstd = float_input(invstd, "invstd", x.dtype)
-    weight = optional_input(weight, "weight", x.dtype)
+    mean = _bn_channel_input(mean, "mean", x)
+    invstd = _bn_channel_input(invstd, "invstd", x)
+    weight = _bn_channel_input(weight, "weight", x)
     return _core.batch_norm_backward(dy, x, axis, mean, invstd, weight, bool(training), out)
 
 

@@ -55,6 +55,21 @@ def _reduce_axes(x: np.ndarray, axis: int) -> tuple[tuple[int, ...], tuple[int, 
     return axes, shape
 
 
+def _widen_bf16(a: np.ndarray | None) -> np.ndarray | None:
+    """A bfloat16 array (ml_dtypes' or the bits view ``[("bfloat16", "<u2")]``) widened exactly
+    to float64; any other array (or None) as it is."""
+    if a is None or a.dtype.kind != "V" or a.dtype.itemsize != 2:
+        return a
+    bits = np.ascontiguousarray(a).view(np.uint16).astype(np.uint32) << 16
+    return bits.view(np.float32).astype(np.float64)
+
+
+def _write_bf16(dst: np.ndarray, value: np.ndarray) -> None:
+    """Stores float ``value`` into bfloat16 ``dst`` rounded as the kernels round (through
+    float32, :func:`round_bfloat16`), whichever bfloat16 dtype ``dst`` has."""
+    dst.view(np.uint16)[...] = round_bfloat16(value).view(np.uint16)
+
+
 def batch_norm_train(
     x: np.ndarray,
     running_mean: np.ndarray | None = None,
@@ -77,6 +92,9 @@ def batch_norm_train(
     ``r_mean = (1 - momentum) * r_mean + momentum * mu`` and
     ``r_var = (1 - momentum) * r_var + momentum * sigma2 * M / (M - 1)`` (unbiased).
 
+    bfloat16 arrays are widened to float64 and the results returned unrounded in float64
+    (bfloat16 running statistics are written back rounded, as the kernels do).
+
     With no values per channel (:math:`M = 0`) the output is empty, ``mu`` and the saved
     ``invstd`` are NaN and the running statistics are left as they are (PyTorch's answer).
 
@@ -85,6 +103,17 @@ def batch_norm_train(
     y, mean, invstd
         The output and the saved statistics ``mu`` and ``1 / sqrt(sigma2 + eps)``.
     """
+    x, weight, bias = _widen_bf16(x), _widen_bf16(weight), _widen_bf16(bias)
+    rm, rv = _widen_bf16(running_mean), _widen_bf16(running_var)
+    if rm is not running_mean or rv is not running_var:
+        # bfloat16 running statistics: updated in float64 copies, stored rounded (with no values
+        # per channel they are left as they are, unrounded).
+        res = batch_norm_train(x, rm, rv, weight, bias, momentum, eps, axis)
+        if math.prod(n for i, n in enumerate(x.shape) if i != axis % x.ndim):
+            for dst, src in ((running_mean, rm), (running_var, rv)):
+                if dst is not src:
+                    _write_bf16(dst, src)
+        return res
     axes, shape = _reduce_axes(x, axis)
     m = math.prod(n for i, n in enumerate(x.shape) if i != axis % x.ndim)
     if m == 0:
@@ -116,7 +145,10 @@ def batch_norm_eval(
 ) -> np.ndarray:
     r"""Batch norm forward in evaluation mode:
     :math:`y = \gamma_c (x - \hat\mu_c) / \sqrt{\hat\sigma^2_c + \epsilon} + \beta_c` with the
-    running statistics :math:`\hat\mu, \hat\sigma^2`."""
+    running statistics :math:`\hat\mu, \hat\sigma^2`. bfloat16 arrays are widened to float64
+    and the result returned unrounded in float64."""
+    x, running_mean, running_var = map(_widen_bf16, (x, running_mean, running_var))
+    weight, bias = _widen_bf16(weight), _widen_bf16(bias)
     _, shape = _reduce_axes(x, axis)
     y = (x - running_mean.reshape(shape)) / np.sqrt(running_var.reshape(shape) + eps)
     if weight is not None:
@@ -150,10 +182,14 @@ def batch_norm_backward(
 
     In evaluation mode they are constants: :math:`dx = \gamma_c s_c\,dy`.
 
+    bfloat16 arrays are widened to float64 and the results returned unrounded in float64.
+
     Returns
     -------
     dx, dweight, dbias
     """
+    dy, x, mean, invstd = map(_widen_bf16, (dy, x, mean, invstd))
+    weight = _widen_bf16(weight)
     axes, shape = _reduce_axes(x, axis)
     m = max(1, x.size // max(1, x.shape[axis % x.ndim]))  # an empty x has an empty dx anyway
     xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)

@@ -9,6 +9,7 @@ import numpy as np
 
 from bnfast import functional as F
 from bnfast import reference
+from bnfast._arrays import is_bfloat16
 from bnfast.nn.module import Module, _Rows
 
 __all__ = ["BatchNorm"]
@@ -30,7 +31,9 @@ class BatchNorm(Module):
     axis : int
         Channel axis: 1 for ``(N, C)``, ``(N, C, L)`` and NCHW, -1 for channels-last.
     dtype : numpy dtype
-        float32 (default) or float64.
+        float32 (default), float64 or ``ml_dtypes.bfloat16``. With bfloat16 the input, output
+        and gradients are bfloat16 while ``weight``, ``bias``, their gradients and the running
+        statistics stay float32 (PyTorch's mixed-precision batch norm).
 
     Notes
     -----
@@ -57,20 +60,22 @@ class BatchNorm(Module):
         if num_features < 0:
             raise ValueError(f"num_features must be >= 0, got {num_features}")
         dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        if dtype not in (np.float32, np.float64) and not is_bfloat16(dtype):
+            raise TypeError(f"dtype must be float32, float64 or bfloat16, got {dtype}")
+        # The parameters' and statistics' dtype: float32 beside bfloat16 data.
+        pdt = np.dtype(np.float32) if is_bfloat16(dtype) else dtype
         self.num_features = int(num_features)
         self.eps = float(eps)
         self.momentum = momentum
         self.affine = bool(affine)
         self.axis = int(axis)
         self.dtype = dtype
-        self.weight = np.ones(num_features, dtype) if affine else None
-        self.bias = np.zeros(num_features, dtype) if affine else None
-        self.dweight = np.zeros(num_features, dtype) if affine else None
-        self.dbias = np.zeros(num_features, dtype) if affine else None
-        self.running_mean = np.zeros(num_features, dtype)
-        self.running_var = np.ones(num_features, dtype)
+        self.weight = np.ones(num_features, pdt) if affine else None
+        self.bias = np.zeros(num_features, pdt) if affine else None
+        self.dweight = np.zeros(num_features, pdt) if affine else None
+        self.dbias = np.zeros(num_features, pdt) if affine else None
+        self.running_mean = np.zeros(num_features, pdt)
+        self.running_var = np.ones(num_features, pdt)
         self.num_batches_tracked = np.zeros((), np.int64)
         self._out, self._dx = _Rows(), _Rows()
         self._saved: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
@@ -112,6 +117,8 @@ class BatchNorm(Module):
             dx, dw, db = reference.batch_norm_backward(
                 dy, x, mean, invstd, self.weight, training=training, axis=self.axis
             )
+            if is_bfloat16(x.dtype):  # the reference returns float64: round as the kernels
+                dx = reference.round_bfloat16(dx)
         if self.affine:
             self.dweight += dw
             self.dbias += db
@@ -127,16 +134,21 @@ class BatchNorm(Module):
             # by M - 1); the reference would divide by zero instead.
             if math.prod(n for i, n in enumerate(x.shape) if i != axis) == 1:
                 raise ValueError("batch norm in training needs more than one value per channel")
-            return reference.batch_norm_train(
+            y, mean, invstd = reference.batch_norm_train(
                 x, self.running_mean, self.running_var, self.weight, self.bias,
                 momentum=momentum, eps=self.eps, axis=self.axis,
             )  # fmt: skip
-        y = reference.batch_norm_eval(
-            x, self.running_mean, self.running_var, self.weight, self.bias,
-            eps=self.eps, axis=self.axis,
-        )  # fmt: skip
-        invstd = (1.0 / np.sqrt(self.running_var + self.eps)).astype(x.dtype)
-        return y, self.running_mean.copy(), invstd
+        else:
+            y = reference.batch_norm_eval(
+                x, self.running_mean, self.running_var, self.weight, self.bias,
+                eps=self.eps, axis=self.axis,
+            )  # fmt: skip
+            invstd = (1.0 / np.sqrt(self.running_var + self.eps)).astype(self.running_var.dtype)
+            mean = self.running_mean.copy()
+        if is_bfloat16(x.dtype):  # the reference returns float64: round as the kernels
+            pdt = self.running_mean.dtype
+            return reference.round_bfloat16(y), mean.astype(pdt), invstd.astype(pdt)
+        return y, mean, invstd
 
     def __repr__(self) -> str:
         return (

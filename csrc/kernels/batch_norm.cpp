@@ -1,7 +1,7 @@
 // Batch norm forward (training, eval) and backward; one source compiled for every ISA.
 //
 // x is contiguous (A, C, B). Two traversals, chosen from the shape alone:
-//  - rows (B * sizeof(T) < kPlaneMinBytes): A rows of W = C*B values; vector lanes run across
+//  - rows (B * sizeof(X) < kPlaneMinBytes): A rows of W = C*B values; vector lanes run across
 //    the row, one accumulator per "virtual channel" (c, b), folded over b at the end.
 //  - planes: A*C planes of B contiguous values, cut into segments of at most kUnitBytes;
 //    lanes run along the plane.
@@ -18,6 +18,12 @@
 // Normalize is (x - mean) * scale + shift (a subtract and an FMA): folding the mean into the
 // shift would cost |mean / std| ulps on data far from zero, and the subtract is free here.
 // Tails use partial (masked) loads and stores; there are no scalar remainder loops.
+//
+// Every kernel is templated on the storage type X of x, y, dy, dx and computes in T = Compute<X>
+// (float for bfloat16, PyTorch's mixed-type batch norm): bfloat16 data is widened on load and
+// rounded once on store, while the parameters, statistics and accumulators are T (merges in
+// double as above). Heuristics about memory traffic (traversal, blocks, prefetch, streaming,
+// threads) count sizeof(X) bytes per value; per-lane scratch arrays are T.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -66,9 +72,9 @@ inline void prefetch_ahead(const T* p, i64 bytes = kPrefetchBytes) {
 // Rows per block of the statistics pass: rows of kBlockMinRowBytes and more are each a memory
 // stream, and 4 of them at a time beat 8 ((8192, 1024) train -13%); shorter rows are one
 // contiguous stream, where 8 rows per block do better (channels-last C = 64: -3%).
-template <class T>
+template <class X>
 inline int block_rows(i64 W) {
-  return W * static_cast<i64>(sizeof(T)) >= kBlockMinRowBytes ? kBlock / 2 : kBlock;
+  return W * static_cast<i64>(sizeof(X)) >= kBlockMinRowBytes ? kBlock / 2 : kBlock;
 }
 
 // Prefetch distance of the passes that read blocks of `rows` rows: at least the next block.
@@ -77,11 +83,11 @@ inline int block_rows(i64 W) {
 // is a stream of its own, one block ahead (twice that measured no better at (8192, 1024)).
 constexpr i64 kShortRowsPrefetchBytes = 16 * 1024;
 
-template <class T>
+template <class X>
 inline i64 block_prefetch_bytes(i64 W, int rows) {
-  const i64 ahead = W * static_cast<i64>(sizeof(T)) < kBlockMinRowBytes ? kShortRowsPrefetchBytes
+  const i64 ahead = W * static_cast<i64>(sizeof(X)) < kBlockMinRowBytes ? kShortRowsPrefetchBytes
                                                                         : kPrefetchBytes;
-  return std::max<i64>(ahead, rows * W * static_cast<i64>(sizeof(T)));
+  return std::max<i64>(ahead, rows * W * static_cast<i64>(sizeof(X)));
 }
 
 // Rows whose per-lane constants outgrow L1 are normalized (or their dx computed) in strips of
@@ -107,10 +113,10 @@ BNFAST_FLATTEN inline void for_lanes_out(i64 w, bool stream, F&& f) {
   if (j < w) f(j, static_cast<int>(w - j), false);
 }
 
-template <class T>
-inline void st_out(T* p, Vec<T> v, int n, bool nt) {
+template <class X>
+inline void st_out(X* p, Vec<Compute<X>> v, int n, bool nt) {
   if (nt) {
-    v.stream(p);
+    stream_st(p, v);
   } else {
     st(p, v, n);
   }
@@ -139,22 +145,22 @@ struct Plan {
   i64 units() const { return A * C * nseg; }
 };
 
-template <class T>
+template <class X>
 Plan make_plan(Shape3 s) {
   Plan p{};
   p.A = s.A;
   p.C = s.C;
   p.B = s.B;
   p.W = s.C * s.B;
-  p.planes = s.B * static_cast<i64>(sizeof(T)) >= kPlaneMinBytes;
+  p.planes = s.B * static_cast<i64>(sizeof(X)) >= kPlaneMinBytes;
   if (p.planes) {
-    p.S = kUnitBytes / static_cast<i64>(sizeof(T));
+    p.S = kUnitBytes / static_cast<i64>(sizeof(X));
     p.nseg = (s.B + p.S - 1) / p.S;
   } else {
     p.R = kChunkRows;
     p.nchunks = (s.A + p.R - 1) / p.R;
     // Group partials (2 doubles per lane) stay under 1/8 of the input.
-    const i64 cap = std::max<i64>(1, s.A * static_cast<i64>(sizeof(T)) / 128);
+    const i64 cap = std::max<i64>(1, s.A * static_cast<i64>(sizeof(X)) / 128);
     p.G = std::max<i64>(1, std::min({p.nchunks, kMaxGroups, cap}));
   }
   return p;
@@ -174,9 +180,9 @@ inline void expand(const Plan& p, const T* v, T* lanes) {
   }
 }
 
-template <class T>
+template <class X>
 inline int threads(const Plan& p, int arrays) {
-  return threads_for(p.A * p.W * static_cast<i64>(sizeof(T)) * arrays);
+  return threads_for(p.A * p.W * static_cast<i64>(sizeof(X)) * arrays);
 }
 
 // Strips of lanes [j0, j0 + w) over groups of kStripRows rows, for rows whose per-lane arrays
@@ -198,10 +204,10 @@ inline void for_row_strips(const Plan& p, i64 S, int nt, F&& f, End&& end) {
 // Merges the moments of rows x[0, nb) (nb <= block_rows, rows W apart) into the float chunk
 // accumulators cm/cm2, which already hold na rows. The block's mean and M2 are computed
 // two-pass from registers, so the rows are read from memory once; Chan's formula merges it.
-template <class T>
-inline void merge_block(const T* x, i64 W, int nb, i64 na, T* cm, T* cm2) {
+template <class X, class T = Compute<X>>
+inline void merge_block(const X* x, i64 W, int nb, i64 na, T* cm, T* cm2) {
   using V = Vec<T>;
-  const i64 pf = block_prefetch_bytes<T>(W, block_rows<T>(W));
+  const i64 pf = block_prefetch_bytes<X>(W, block_rows<X>(W));
   const V inv = V::set1(T(1) / static_cast<T>(nb));
   const V wb = V::set1(static_cast<T>(static_cast<double>(nb) / static_cast<double>(na + nb)));
   const V wab =
@@ -261,10 +267,11 @@ inline void merge_block(const T* x, i64 W, int nb, i64 na, T* cm, T* cm2) {
 // Moments of rows [r0, r1) per lane, merged chunk by chunk into gmean/gm2 (W doubles each).
 // Rows stream in blocks (block_rows): several rows in flight keep the memory system busy (one
 // row at a time runs at half the read bandwidth), and the block is summed in registers.
-template <class T>
-void rows_moments(const T* x, const Plan& p, i64 r0, i64 r1, double* gmean, double* gm2) {
+template <class X>
+void rows_moments(const X* x, const Plan& p, i64 r0, i64 r1, double* gmean, double* gm2) {
+  using T = Compute<X>;
   const i64 W = p.W;
-  const int rows = block_rows<T>(W);
+  const int rows = block_rows<X>(W);
   Scratch<T> cm(W, x), cm2(W, x, 3072);
   double ng = 0;
   for (i64 c0 = r0; c0 < r1; c0 += p.R) {
@@ -287,32 +294,32 @@ void rows_moments(const T* x, const Plan& p, i64 r0, i64 r1, double* gmean, doub
   }
 }
 
-template <class T>
-inline T sum(const T* x, i64 n) {
+template <class X, class T = Compute<X>>
+inline T sum(const X* x, i64 n) {
   using V = Vec<T>;
   constexpr int N = V::N;
   V a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
   i64 i = 0;
   for (; i + 4 * N <= n; i += 4 * N) {
-    a0 = a0 + V::load(x + i);
-    a1 = a1 + V::load(x + i + N);
-    a2 = a2 + V::load(x + i + 2 * N);
-    a3 = a3 + V::load(x + i + 3 * N);
+    a0 = a0 + ld(x + i, N);
+    a1 = a1 + ld(x + i + N, N);
+    a2 = a2 + ld(x + i + 2 * N, N);
+    a3 = a3 + ld(x + i + 3 * N, N);
   }
   for (; i < n; i += N) a0 = a0 + ld(x + i, static_cast<int>(std::min<i64>(N, n - i)));
   return reduce_add((a0 + a1) + (a2 + a3));
 }
 
-template <class T>
-inline T sum_sq_dev(const T* x, i64 n, T m) {
+template <class X, class T = Compute<X>>
+inline T sum_sq_dev(const X* x, i64 n, T m) {
   using V = Vec<T>;
   constexpr int N = V::N;
   const V vm = V::set1(m);
   V a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
   i64 i = 0;
   for (; i + 4 * N <= n; i += 4 * N) {
-    const V d0 = V::load(x + i) - vm, d1 = V::load(x + i + N) - vm;
-    const V d2 = V::load(x + i + 2 * N) - vm, d3 = V::load(x + i + 3 * N) - vm;
+    const V d0 = ld(x + i, N) - vm, d1 = ld(x + i + N, N) - vm;
+    const V d2 = ld(x + i + 2 * N, N) - vm, d3 = ld(x + i + 3 * N, N) - vm;
     a0 = fmadd(d0, d0, a0);
     a1 = fmadd(d1, d1, a1);
     a2 = fmadd(d2, d2, a2);
@@ -320,18 +327,19 @@ inline T sum_sq_dev(const T* x, i64 n, T m) {
   }
   for (; i < n; i += N) {
     // Masked-off lanes read the mean, so their deviation is 0.
-    const V d = V::load_partial(x + i, static_cast<int>(std::min<i64>(N, n - i)), vm) - vm;
+    const V d = ld(x + i, static_cast<int>(std::min<i64>(N, n - i)), vm) - vm;
     a0 = fmadd(d, d, a0);
   }
   return reduce_add((a0 + a1) + (a2 + a3));
 }
 
 // Mean and M2 of plane segment u (planes traversal), two passes from cache.
-template <class T>
-inline void unit_moments(const T* x, const Plan& p, i64 u, double& mean, double& m2) {
+template <class X>
+inline void unit_moments(const X* x, const Plan& p, i64 u, double& mean, double& m2) {
+  using T = Compute<X>;
   const i64 plane = u / p.nseg, k = u % p.nseg;
   const i64 b0 = k * p.S, n = std::min(p.S, p.B - b0);
-  const T* seg = x + plane * p.B + b0;
+  const X* seg = x + plane * p.B + b0;
   const T m = sum(seg, n) / static_cast<T>(n);
   mean = m;
   m2 = sum_sq_dev(seg, n, m);
@@ -362,9 +370,9 @@ inline void merge_channel_units(const Plan& p, i64 c, F&& unit, double& mean, do
 }
 
 // Per-channel mean and biased variance (double) of x.
-template <class T>
-void moments(const T* x, const Plan& p, double* mean, double* var) {
-  const int nt = threads<T>(p, 1);
+template <class X>
+void moments(const X* x, const Plan& p, double* mean, double* var) {
+  const int nt = threads<X>(p, 1);
   if (!p.planes) {
     const i64 W = p.W;
     Scratch<double> gmean(p.G * W), gm2(p.G * W);
@@ -423,16 +431,16 @@ void moments(const T* x, const Plan& p, double* mean, double* var) {
 // Normalizes plane segment u (planes traversal) with its channel's constants. With `prefetch`
 // it also pulls the same segment of the next plane (the next channel) into L2, so the channel
 // pipeline's statistics pass does not start every plane cold.
-template <class T>
-inline void normalize_unit(const T* x, T* y, const Plan& p, i64 u, T mean, T scale, T shift,
+template <class X, class T>
+inline void normalize_unit(const X* x, X* y, const Plan& p, i64 u, T mean, T scale, T shift,
                            bool stream, bool prefetch = false) {
   using V = Vec<T>;
   const i64 plane = u / p.nseg, k0 = u % p.nseg;
   const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
-  const T* xs = x + plane * p.B + b0;
-  T* ys = y + plane * p.B + b0;
+  const X* xs = x + plane * p.B + b0;
+  X* ys = y + plane * p.B + b0;
   const V m = V::set1(mean), s = V::set1(scale), b = V::set1(shift);
-  const T* next = prefetch ? xs + p.B : nullptr;
+  const X* next = prefetch ? xs + p.B : nullptr;
   for_lanes_out<T>(n, stream, [&](i64 j, int k, bool nt) {
     if (next) __builtin_prefetch(next + j, 0, 2);  // interleaved with the stores
     st_out(ys + j, fmadd(ld(xs + j, k) - m, s, b), k, nt);
@@ -444,8 +452,8 @@ inline void normalize_unit(const T* x, T* y, const Plan& p, i64 u, T mean, T sca
 constexpr int kRegRowVectors = 4;
 constexpr i64 kRegRowsPerUnit = 256;
 
-template <int NV, class T>
-void normalize_short(const T* x, T* y, i64 A, const T* cm, const T* cs, const T* cb, bool stream,
+template <int NV, class X, class T>
+void normalize_short(const X* x, X* y, i64 A, const T* cm, const T* cs, const T* cb, bool stream,
                      int nt) {
   using V = Vec<T>;
   constexpr int N = V::N;
@@ -462,7 +470,7 @@ void normalize_short(const T* x, T* y, i64 A, const T* cm, const T* cs, const T*
                  for (i64 r = g * kRegRowsPerUnit; r < r1; ++r) {
                    for (int v = 0; v < NV; ++v) {
                      const i64 o = r * W + v * N;
-                     st_out(y + o, fmadd(V::load(x + o) - m[v], sc[v], sh[v]), N, stream);
+                     st_out(y + o, fmadd(ld(x + o, N) - m[v], sc[v], sh[v]), N, stream);
                    }
                  }
                },
@@ -472,10 +480,10 @@ void normalize_short(const T* x, T* y, i64 A, const T* cm, const T* cs, const T*
 }
 
 // y = (x - mean[c]) * scale[c] + shift[c]; per-channel constants given in T.
-template <class T>
-void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, const T* shift) {
+template <class X, class T = Compute<X>>
+void normalize(const X* x, X* y, const Plan& p, const T* mean, const T* scale, const T* shift) {
   using V = Vec<T>;
-  const int nt = threads<T>(p, 2);
+  const int nt = threads<X>(p, 2);
   const bool stream = stream_output(p, y, x);
   if (!p.planes) {
     const i64 W = p.W;
@@ -499,12 +507,12 @@ void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, c
       if (stream) stream_fence();
     };
     if (const i64 S = strip_lanes<T>(W, 3); S < W) {
-      const i64 pf = W * static_cast<i64>(sizeof(T));  // the next row's strip
+      const i64 pf = W * static_cast<i64>(sizeof(X));  // the next row's strip
       for_row_strips(
           p, S, nt,
           [&](i64 r, i64 j0, i64 w) {
-            const T* xr = x + r * W + j0;
-            T* yr = y + r * W + j0;
+            const X* xr = x + r * W + j0;
+            X* yr = y + r * W + j0;
             const T *m = &cm[j0], *sc = &cs[j0], *sh = &cb[j0];
             for_lanes_out<T>(w, stream, [&](i64 j, int k, bool s) {
               prefetch_ahead(xr + j, pf);
@@ -518,8 +526,8 @@ void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, c
     parallel_for(
         p.A, nt,
         [&](i64 r) {
-          const T* xr = x + r * W;
-          T* yr = y + r * W;
+          const X* xr = x + r * W;
+          X* yr = y + r * W;
           // Local pointers: a vector store may alias anything, so the compiler reloads the
           // Scratch members after every store (-9% on a cache-resident (256, 1024) eval).
           const T *m = cm.data(), *sc = cs.data(), *sh = cb.data();
@@ -542,9 +550,9 @@ void normalize(const T* x, T* y, const Plan& p, const T* mean, const T* scale, c
       });
 }
 
-template <class T>
-inline bool stream_output(const Plan& p, const T* out, const T* in) {
-  return use_stream(out, in, p.A * p.W * i64(sizeof(T)), (p.planes ? p.B : p.W) * i64(sizeof(T)));
+template <class X>
+inline bool stream_output(const Plan& p, const X* out, const X* in) {
+  return use_stream(out, in, p.A * p.W * i64(sizeof(X)), (p.planes ? p.B : p.W) * i64(sizeof(X)));
 }
 
 // Planes traversal with each channel's data small enough for L2: statistics, then the
@@ -555,9 +563,9 @@ inline bool stream_output(const Plan& p, const T* out, const T* in) {
 // faster (2 threads).
 constexpr i64 kChannelCacheBytes = 1024 * 1024;
 
-template <class T>
+template <class X>
 inline bool channel_fused(const Plan& p, int arrays) {
-  return p.planes && p.A * p.B * i64(sizeof(T)) * arrays <= kChannelCacheBytes;
+  return p.planes && p.A * p.B * i64(sizeof(X)) * arrays <= kChannelCacheBytes;
 }
 
 // Normalize constants of channel c from its double mean/invstd and the optional affine
@@ -576,8 +584,9 @@ inline void affine_constants(i64 c, double mean, double invstd, const T* weight,
   BNFAST_EXPECT((a).s.C == 0 || (a).s.A * (a).s.B <= INT64_MAX / (a).s.C); \
   BNFAST_EXPECT((a).x != nullptr && (a).n_x >= (a).s.A * (a).s.C * (a).s.B)
 
-template <class T>
-void batch_norm_train(const BatchNormTrainArgs<T>& a) {
+template <class X>
+void batch_norm_train(const BatchNormTrainArgs<X>& a) {
+  using T = Compute<X>;
   BNFAST_BN_EXPECT_SHAPE(a);
   const i64 n = a.s.A * a.s.C * a.s.B, C = a.s.C;
   BNFAST_EXPECT(a.y != nullptr && a.save_mean != nullptr && a.save_invstd != nullptr);
@@ -595,7 +604,7 @@ void batch_norm_train(const BatchNormTrainArgs<T>& a) {
     return;
   }
   if (C == 0) return;
-  const Plan p = make_plan<T>(a.s);
+  const Plan p = make_plan<X>(a.s);
   const double M = static_cast<double>(p.A * p.B);
   Scratch<T> cm(C), cs(C), cb(C);
   // From channel c's batch statistics: saved stats, running stats, normalize constants.
@@ -611,10 +620,10 @@ void batch_norm_train(const BatchNormTrainArgs<T>& a) {
     }
     affine_constants(c, mean, invstd, a.weight, a.bias, cm.data(), cs.data(), cb.data());
   };
-  if (channel_fused<T>(p, 1)) {
+  if (channel_fused<X>(p, 1)) {
     const bool stream = stream_output(p, a.y, a.x);
     parallel_for(
-        C, threads<T>(p, 2),
+        C, threads<X>(p, 2),
         [&](i64 c) {
           double mean, var;
           merge_channel_units(
@@ -641,8 +650,9 @@ void batch_norm_train(const BatchNormTrainArgs<T>& a) {
   normalize(a.x, a.y, p, cm.data(), cs.data(), cb.data());
 }
 
-template <class T>
-void batch_norm_eval(const BatchNormEvalArgs<T>& a) {
+template <class X>
+void batch_norm_eval(const BatchNormEvalArgs<X>& a) {
+  using T = Compute<X>;
   BNFAST_BN_EXPECT_SHAPE(a);
   const i64 n = a.s.A * a.s.C * a.s.B, C = a.s.C;
   BNFAST_EXPECT(a.y != nullptr && a.save_mean != nullptr && a.save_invstd != nullptr);
@@ -654,7 +664,7 @@ void batch_norm_eval(const BatchNormEvalArgs<T>& a) {
   BNFAST_EXPECT_FITS(a.running_var, a.n_running_var, C);
   BNFAST_EXPECT_FITS(a.save_mean, a.n_save_mean, C);
   BNFAST_EXPECT_FITS(a.save_invstd, a.n_save_invstd, C);
-  const Plan p = make_plan<T>(a.s);
+  const Plan p = make_plan<X>(a.s);
   Scratch<T> cm(C), cs(C), cb(C);
   Scratch<double> inv(C);
   for (i64 c = 0; c < C; ++c)
@@ -672,24 +682,24 @@ void batch_norm_eval(const BatchNormEvalArgs<T>& a) {
 // ---- backward ---------------------------------------------------------------------------
 
 // sum(dy) and sum(dy * (x - mean)) over plane segment u (planes traversal).
-template <class T>
-inline void unit_grad_sums(const T* dy, const T* x, const Plan& p, i64 u, const T* mean, double& s1,
+template <class X, class T = Compute<X>>
+inline void unit_grad_sums(const X* dy, const X* x, const Plan& p, i64 u, const T* mean, double& s1,
                            double& s2) {
   using V = Vec<T>;
   constexpr int N = V::N;
   const i64 plane = u / p.nseg, k0 = u % p.nseg;
   const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
-  const T* xs = x + plane * p.B + b0;
-  const T* ds = dy + plane * p.B + b0;
+  const X* xs = x + plane * p.B + b0;
+  const X* ds = dy + plane * p.B + b0;
   const V m = V::set1(mean[plane % p.C]);
   V a0 = V::zero(), a1 = V::zero(), b0v = V::zero(), b1v = V::zero();
   i64 i = 0;
   for (; i + 2 * N <= n; i += 2 * N) {
-    const V d0 = V::load(ds + i), d1 = V::load(ds + i + N);
+    const V d0 = ld(ds + i, N), d1 = ld(ds + i + N, N);
     a0 = a0 + d0;
     a1 = a1 + d1;
-    b0v = fmadd(d0, V::load(xs + i) - m, b0v);
-    b1v = fmadd(d1, V::load(xs + i + N) - m, b1v);
+    b0v = fmadd(d0, ld(xs + i, N) - m, b0v);
+    b1v = fmadd(d1, ld(xs + i + N, N) - m, b1v);
   }
   for (; i < n; i += N) {
     const int k = static_cast<int>(std::min<i64>(N, n - i));
@@ -719,17 +729,17 @@ inline void sum_channel_units(const Plan& p, i64 c, F&& unit, double& s1, double
 
 // dx of plane segment u: dy * k + (x - mean) * c1 + c0 with its channel's coefficients; with
 // `prefetch`, pulls the next plane's segment of x and dy into L2 (see normalize_unit).
-template <class T>
-inline void dx_unit(const BatchNormBackwardArgs<T>& a, const Plan& p, i64 u, T k, T c1, T c0,
+template <class X, class T>
+inline void dx_unit(const BatchNormBackwardArgs<X>& a, const Plan& p, i64 u, T k, T c1, T c0,
                     bool stream, bool prefetch = false) {
   using V = Vec<T>;
   const i64 plane = u / p.nseg, k0 = u % p.nseg;
   const i64 b0 = k0 * p.S, n = std::min(p.S, p.B - b0);
   const i64 off = plane * p.B + b0;
   const V m = V::set1(a.mean[plane % p.C]), vk = V::set1(k), v1 = V::set1(c1), v0 = V::set1(c0);
-  const T* dy = a.dy + off;
-  const T* x = a.x + off;
-  T* dx = a.dx + off;
+  const X* dy = a.dy + off;
+  const X* x = a.x + off;
+  X* dx = a.dx + off;
   for_lanes_out<T>(n, stream, [&](i64 j, int w, bool s) {
     if (prefetch) {
       __builtin_prefetch(x + p.B + j, 0, 2);
@@ -741,8 +751,8 @@ inline void dx_unit(const BatchNormBackwardArgs<T>& a, const Plan& p, i64 u, T k
 }
 
 // Per-channel sum(dy) and sum(dy * (x - mean)) in double, rows traversal.
-template <class T>
-void grad_sums_rows(const T* dy, const T* x, const Plan& p, const T* mean, double* sdy,
+template <class X, class T>
+void grad_sums_rows(const X* dy, const X* x, const Plan& p, const T* mean, double* sdy,
                     double* sdyx, int nt) {
   using V = Vec<T>;
   const i64 W = p.W;
@@ -762,13 +772,13 @@ void grad_sums_rows(const T* dy, const T* x, const Plan& p, const T* mean, doubl
       std::fill(a1.data(), a1.data() + W, T(0));
       std::fill(a2.data(), a2.data() + W, T(0));
       const i64 c1 = std::min(c0 + p.R, r1);
-      const bool wide = W * static_cast<i64>(sizeof(T)) >= kBlockMinRowBytes;
-      const i64 pf = wide ? block_prefetch_bytes<T>(W, kBlock) : 0;  // short: measured slower
+      const bool wide = W * static_cast<i64>(sizeof(X)) >= kBlockMinRowBytes;
+      const i64 pf = wide ? block_prefetch_bytes<X>(W, kBlock) : 0;  // short: measured slower
       // `rows` is a compile-time count, so the loop over rows unrolls into registers.
       auto block = [&](i64 r, auto rows_c) {
         constexpr int rows = decltype(rows_c)::value;
-        const T* xr = x + r * W;
-        const T* dr = dy + r * W;
+        const X* xr = x + r * W;
+        const X* dr = dy + r * W;
         for_lanes<T>(W, [&](i64 j, int k) {
           const V m = ld(&cm[j], k);
           // Two chains each: short dependency chains keep many rows' loads in flight.
@@ -815,8 +825,8 @@ void grad_sums_rows(const T* dy, const T* x, const Plan& p, const T* mean, doubl
 }
 
 // The same, planes traversal.
-template <class T>
-void grad_sums_planes(const T* dy, const T* x, const Plan& p, const T* mean, double* sdy,
+template <class X, class T>
+void grad_sums_planes(const X* dy, const X* x, const Plan& p, const T* mean, double* sdy,
                       double* sdyx, int nt) {
   const i64 U = p.units();
   Scratch<double> u1(U), u2(U);
@@ -833,9 +843,9 @@ void grad_sums_planes(const T* dy, const T* x, const Plan& p, const T* mean, dou
 }
 
 // Per-channel sum(dy) and sum(dy * (x - mean)) in double.
-template <class T>
-void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sdy, double* sdyx) {
-  const int nt = threads<T>(p, 2);
+template <class X, class T>
+void grad_sums(const X* dy, const X* x, const Plan& p, const T* mean, double* sdy, double* sdyx) {
+  const int nt = threads<X>(p, 2);
   if (p.planes) {
     grad_sums_planes(dy, x, p, mean, sdy, sdyx, nt);
   } else {
@@ -845,8 +855,8 @@ void grad_sums(const T* dy, const T* x, const Plan& p, const T* mean, double* sd
 
 // Backward with each channel's sums and dx in one task while its planes are in cache
 // (channel_fused): finish(c, sdy, sdyx) turns the sums into dx's coefficients k, c1, c0.
-template <class T, class Finish>
-void backward_fused(const BatchNormBackwardArgs<T>& a, const Plan& p, bool need_sums,
+template <class X, class Finish, class T>
+void backward_fused(const BatchNormBackwardArgs<X>& a, const Plan& p, bool need_sums,
                     Finish&& finish, const T* k, const T* c1, const T* c0, bool stream, int nt) {
   const i64 C = p.C;
   parallel_for(
@@ -874,8 +884,8 @@ void backward_fused(const BatchNormBackwardArgs<T>& a, const Plan& p, bool need_
 }
 
 // dx = dy * k + (x - mean) * c1 + c0 with per-channel coefficients, rows traversal.
-template <class T>
-void dx_rows(const BatchNormBackwardArgs<T>& a, const Plan& p, const T* k, const T* c1, const T* c0,
+template <class X, class T>
+void dx_rows(const BatchNormBackwardArgs<X>& a, const Plan& p, const T* k, const T* c1, const T* c0,
              bool stream, int nt) {
   using V = Vec<T>;
   const i64 W = p.W;
@@ -888,13 +898,13 @@ void dx_rows(const BatchNormBackwardArgs<T>& a, const Plan& p, const T* k, const
     if (stream) stream_fence();
   };
   if (const i64 S = strip_lanes<T>(W, 4); S < W) {
-    const i64 pf = W * static_cast<i64>(sizeof(T));  // the next row's strip
+    const i64 pf = W * static_cast<i64>(sizeof(X));  // the next row's strip
     for_row_strips(
         p, S, nt,
         [&](i64 r, i64 j0, i64 w) {
-          const T* xr = a.x + r * W + j0;
-          const T* dr = a.dy + r * W + j0;
-          T* out = a.dx + r * W + j0;
+          const X* xr = a.x + r * W + j0;
+          const X* dr = a.dy + r * W + j0;
+          X* out = a.dx + r * W + j0;
           const T *m = &wm[j0], *ck = &wk[j0], *cc1 = &w1[j0], *cc0 = &w0[j0];
           for_lanes_out<T>(w, stream, [&](i64 j, int n, bool s) {
             prefetch_ahead(xr + j, pf);
@@ -909,9 +919,9 @@ void dx_rows(const BatchNormBackwardArgs<T>& a, const Plan& p, const T* k, const
   parallel_for(
       p.A, nt,
       [&](i64 r) {
-        const T* xr = a.x + r * W;
-        const T* dr = a.dy + r * W;
-        T* out = a.dx + r * W;
+        const X* xr = a.x + r * W;
+        const X* dr = a.dy + r * W;
+        X* out = a.dx + r * W;
         for_lanes_out<T>(W, stream, [&](i64 j, int n, bool s) {
           prefetch_ahead(xr + j);
           prefetch_ahead(dr + j);
@@ -923,8 +933,8 @@ void dx_rows(const BatchNormBackwardArgs<T>& a, const Plan& p, const T* k, const
 }
 
 // The same, planes traversal.
-template <class T>
-void dx_planes(const BatchNormBackwardArgs<T>& a, const Plan& p, const T* k, const T* c1,
+template <class X, class T>
+void dx_planes(const BatchNormBackwardArgs<X>& a, const Plan& p, const T* k, const T* c1,
                const T* c0, bool stream, int nt) {
   const i64 C = p.C;
   parallel_for(
@@ -938,8 +948,9 @@ void dx_planes(const BatchNormBackwardArgs<T>& a, const Plan& p, const T* k, con
       });
 }
 
-template <class T>
-void batch_norm_backward(const BatchNormBackwardArgs<T>& a) {
+template <class X>
+void batch_norm_backward(const BatchNormBackwardArgs<X>& a) {
+  using T = Compute<X>;
   BNFAST_BN_EXPECT_SHAPE(a);
   const i64 n = a.s.A * a.s.C * a.s.B, C = a.s.C;
   BNFAST_EXPECT(a.dy != nullptr && a.mean != nullptr && a.invstd != nullptr);
@@ -956,11 +967,11 @@ void batch_norm_backward(const BatchNormBackwardArgs<T>& a) {
     if (a.dbias) std::fill(a.dbias, a.dbias + C, T(0));
     return;
   }
-  const Plan p = make_plan<T>(a.s);
+  const Plan p = make_plan<X>(a.s);
   const bool need_sums = a.training || a.dweight || a.dbias;
   const double M = static_cast<double>(p.A * p.B);
   const bool stream = a.dx && stream_output(p, a.dx, a.x) && a.dx != a.dy;
-  const int nt = threads<T>(p, 3);
+  const int nt = threads<X>(p, 3);
   Scratch<T> k(C), c1(C), c0(C);
   // From channel c's sums: dweight, dbias and the coefficients of
   // dx = dy * k + (x - mean) * c1 + c0.
@@ -973,7 +984,7 @@ void batch_norm_backward(const BatchNormBackwardArgs<T>& a) {
     c1[c] = a.training ? static_cast<T>(-kc * is * is * sdyx / M) : T(0);
     c0[c] = a.training ? static_cast<T>(-kc * sdy / M) : T(0);
   };
-  if (a.dx && channel_fused<T>(p, 2)) {
+  if (a.dx && channel_fused<X>(p, 2)) {
     backward_fused(a, p, need_sums, finish, k.data(), c1.data(), c0.data(), stream, nt);
     return;
   }
@@ -997,7 +1008,8 @@ void batch_norm_backward(const BatchNormBackwardArgs<T>& a) {
 
 BatchNormKernels batch_norm_kernels() {
   return {{&batch_norm_train<float>, &batch_norm_eval<float>, &batch_norm_backward<float>},
-          {&batch_norm_train<double>, &batch_norm_eval<double>, &batch_norm_backward<double>}};
+          {&batch_norm_train<double>, &batch_norm_eval<double>, &batch_norm_backward<double>},
+          {&batch_norm_train<bf16>, &batch_norm_eval<bf16>, &batch_norm_backward<bf16>}};
 }
 
 }  // namespace BNFAST_NS
