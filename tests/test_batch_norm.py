@@ -391,8 +391,8 @@ def test_one_value_per_channel_in_training():
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
-        ({"x": np.ones((4, 3), np.int64)}, TypeError, "x must be float32 or float64"),
-        ({"x": np.ones((4, 3), np.float16)}, TypeError, "x must be float32 or float64"),
+        ({"x": np.ones((4, 3), np.int64)}, TypeError, "x must be float32, float64 or bfloat16"),
+        ({"x": np.ones((4, 3), np.float16)}, TypeError, "x must be float32, float64 or bfloat16"),
         ({"weight": np.ones(4, np.float32)}, ValueError, r"weight must have shape \(3,\)"),
         ({"weight": np.ones(3, np.float64)}, TypeError, "weight must be float32"),
         ({"bias": np.ones((3, 1), np.float32)}, ValueError, "bias must have shape"),
@@ -409,7 +409,7 @@ def test_one_value_per_channel_in_training():
         ({"eps": float("nan")}, ValueError, "eps must be finite"),
         ({"eps": -1.0}, ValueError, "eps must be >= 0"),
         ({"momentum": float("inf")}, ValueError, "momentum must be finite"),
-        ({"x": "abc"}, TypeError, "x must be float32 or float64"),
+        ({"x": "abc"}, TypeError, "x must be float32, float64 or bfloat16"),
     ],
 )
 def test_bad_input_raises_naming_the_argument(kwargs, exc, match):

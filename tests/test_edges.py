@@ -390,7 +390,7 @@ _BN_BAD = [
         ValueError,
         "more than 1 value per channel",
     ),
-    ({"x": np.ones((4, 3), np.int32)}, TypeError, "x must be float32 or float64"),
+    ({"x": np.ones((4, 3), np.int32)}, TypeError, "x must be float32, float64 or bfloat16"),
     ({"x": np.float32(1.0)}, ValueError, "axis 1 is out of bounds"),
 ]
 

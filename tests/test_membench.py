@@ -99,8 +99,10 @@ def test_bad_inputs():
         _core.membench([[1.0, 2.0]], [b], "write")
     with pytest.raises(TypeError, match=r"writes\[0\] must be float32"):
         _core.membench([a], [np.zeros(64)], "write")
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match=r"reads\[0\] must be float32"):
         _core.membench([np.zeros(64, np.int32)], [b], "write")
+    with pytest.raises(TypeError, match=r"reads\[0\] must be float32 or float64"):
+        _core.membench([np.zeros(64, np.uint16).view([("bfloat16", "<u2")])], [b], "write")
     with pytest.raises(ValueError, match="elements"):
         _core.membench([a], [aligned_empty((63,), np.float32)], "write")
     with pytest.raises(ValueError, match="overlaps"):

@@ -10,7 +10,7 @@ import numpy as np
 from bnfast import functional as F
 from bnfast import reference
 from bnfast._arrays import is_bfloat16
-from bnfast.nn.module import Module, _Rows
+from bnfast.nn.module import Module, _Rows, layer_dtypes
 
 __all__ = ["BatchNorm"]
 
@@ -30,10 +30,11 @@ class BatchNorm(Module):
         Learn ``weight`` (gamma) and ``bias`` (beta).
     axis : int
         Channel axis: 1 for ``(N, C)``, ``(N, C, L)`` and NCHW, -1 for channels-last.
-    dtype : numpy dtype
-        float32 (default), float64 or ``ml_dtypes.bfloat16``. With bfloat16 the input, output
-        and gradients are bfloat16 while ``weight``, ``bias``, their gradients and the running
-        statistics stay float32 (PyTorch's mixed-precision batch norm).
+    dtype : numpy dtype or "bfloat16"
+        float32 (default), float64 or bfloat16 (``"bfloat16"`` or ``ml_dtypes.bfloat16``). With
+        bfloat16 the input, output and gradients are bfloat16 while ``weight``, ``bias``, their
+        gradients and the running statistics stay float32 (PyTorch's mixed-precision batch
+        norm).
 
     Notes
     -----
@@ -59,11 +60,7 @@ class BatchNorm(Module):
             raise TypeError("num_features must be an int")
         if num_features < 0:
             raise ValueError(f"num_features must be >= 0, got {num_features}")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64) and not is_bfloat16(dtype):
-            raise TypeError(f"dtype must be float32, float64 or bfloat16, got {dtype}")
-        # The parameters' and statistics' dtype: float32 beside bfloat16 data.
-        pdt = np.dtype(np.float32) if is_bfloat16(dtype) else dtype
+        pdt, dtype = layer_dtypes(dtype)  # float32 parameters and statistics beside bfloat16
         self.num_features = int(num_features)
         self.eps = float(eps)
         self.momentum = momentum

@@ -67,7 +67,7 @@ class Linear(Module):
     ) -> None:
         self.in_features = _positive_int(in_features, "in_features")
         self.out_features = _positive_int(out_features, "out_features")
-        self.dtype, self.act_dtype = layer_dtypes(dtype)
+        self._pdt, self.dtype = layer_dtypes(dtype)
         if init == "he":
             std = np.sqrt(2.0 / self.in_features)
         elif init == "xavier":
@@ -77,34 +77,34 @@ class Linear(Module):
         self.init = init
         gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         w = gen.standard_normal((self.out_features, self.in_features)) * std
-        self.weight = w.astype(self.dtype)
+        self.weight = w.astype(self._pdt)
         self.dweight = np.zeros_like(self.weight)
-        self.bias = np.zeros(self.out_features, self.dtype) if bias else None
-        self.dbias = np.zeros(self.out_features, self.dtype) if bias else None
+        self.bias = np.zeros(self.out_features, self._pdt) if bias else None
+        self.dbias = np.zeros(self.out_features, self._pdt) if bias else None
         self._x: np.ndarray | None = None
         self._out, self._dx = _Rows(), _Rows()
         self._x32, self._out32, self._dy32, self._dx32 = _Rows(), _Rows(), _Rows(), _Rows()
         self._dw_tmp = np.empty_like(self.weight)
-        self._db_tmp = np.empty(self.out_features, self.dtype) if bias else None
+        self._db_tmp = np.empty(self.out_features, self._pdt) if bias else None
 
     def _widen(self, a: np.ndarray, rows: _Rows) -> np.ndarray:
         """``a`` in the parameters' dtype (bfloat16 activations widened into ``rows``)."""
         a = np.asarray(a)
-        if a.dtype == self.act_dtype != self.dtype:
-            w = rows.get(a.shape, self.dtype)
+        if a.dtype == self.dtype != self._pdt:
+            w = rows.get(a.shape, self._pdt)
             w[...] = a
             return w
-        return np.ascontiguousarray(a, dtype=self.dtype)
+        return np.ascontiguousarray(a, dtype=self._pdt)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = self._widen(x, self._x32)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x must have shape (N, {self.in_features}), got {x.shape}")
         shape = (x.shape[0], self.out_features)
-        out = self._out.get(shape, self.act_dtype)
+        out = self._out.get(shape, self.dtype)
         if np.may_share_memory(out, x):  # our own output fed back in: backward needs x intact
             out = np.empty_like(out)
-        y = out if out.dtype == self.dtype else self._out32.get(shape, self.dtype)
+        y = out if out.dtype == self._pdt else self._out32.get(shape, self._pdt)
         np.matmul(x, self.weight.T, out=y)
         if self.bias is not None:
             y += self.bias
@@ -125,8 +125,8 @@ class Linear(Module):
         if self.bias is not None:
             np.sum(dy, axis=0, out=self._db_tmp)
             self.dbias += self._db_tmp
-        dx = self._dx.get(x.shape, self.act_dtype)
-        dx32 = dx if dx.dtype == self.dtype else self._dx32.get(x.shape, self.dtype)
+        dx = self._dx.get(x.shape, self.dtype)
+        dx32 = dx if dx.dtype == self._pdt else self._dx32.get(x.shape, self._pdt)
         np.matmul(dy, self.weight, out=dx32)
         return to_activation(dx32, dx)
 
