@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -98,6 +99,10 @@ def _add_network_flags(p: argparse.ArgumentParser, epochs: int) -> None:
         help="hidden layer widths (256,128,64)",
     )  # fmt: skip
     g.add_argument("--no-bn", action="store_true", help="no batch norm after the hidden layers")
+    g.add_argument(
+        "--dtype", choices=("float32", "bfloat16"), default="float32",
+        help="activations' dtype; bfloat16 keeps float32 master weights (needs ml_dtypes)",
+    )  # fmt: skip
     g.add_argument("--dropout", type=_dropout, default=0.0, help="dropout probability (0)")
     g.add_argument("--out", default=None, metavar="DIR", help="output directory")
     g.add_argument(
@@ -135,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_network_flags(p, epochs=30)
-    p.set_defaults(func=_demo, out_default="bnfast-demo")
+    p.set_defaults(func=_demo, out_default="bnfast-demo", compare_dtypes=True)
 
     p = sub.add_parser(
         "train",
@@ -156,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="write a checkpoint (.npz) after every epoch")  # fmt: skip
     g.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    p.set_defaults(func=_train, out_default="bnfast-train", timing_epochs=0)
+    p.set_defaults(func=_train, out_default="bnfast-train", timing_epochs=0, compare_dtypes=False)
 
     from bnfast.tune.cli import add_parser as add_tune
 
@@ -170,13 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
 # --- shared pieces ---------------------------------------------------------------------------
 
 
-def _build(args: argparse.Namespace, in_features: int, num_classes: int, backend: str) -> Any:
+def _build(
+    args: argparse.Namespace, in_features: int, num_classes: int, backend: str,
+    dtype: str | None = None,
+) -> Any:  # fmt: skip
     from bnfast.nn import mlp
 
-    return mlp(
-        in_features, args.hidden, num_classes, batch_norm=not args.no_bn,
-        dropout=args.dropout, seed=args.seed, backend=backend,
-    )  # fmt: skip
+    try:
+        return mlp(
+            in_features, args.hidden, num_classes, batch_norm=not args.no_bn,
+            dropout=args.dropout, seed=args.seed, backend=backend, dtype=dtype or args.dtype,
+        )  # fmt: skip
+    except ImportError as exc:  # bfloat16 without ml_dtypes
+        raise _Fail(str(exc)) from None
 
 
 def _optimizer(args: argparse.Namespace, model: Any, backend: str) -> Any:
@@ -235,7 +246,7 @@ def _run_limited(args: argparse.Namespace, split: Any, name: str, num_classes: i
     arch = " -> ".join(str(w) for w in [split.X_train.shape[1], *args.hidden, num_classes])
     print(
         f"network: {arch}, {'batch norm, ' if not args.no_bn else ''}ReLU, softmax "
-        f"cross-entropy, Adam lr={args.lr:g}; ISA {bnfast.active_isa()}, "
+        f"cross-entropy, Adam lr={args.lr:g}, {args.dtype}; ISA {bnfast.active_isa()}, "
         f"{bnfast.get_num_threads()} threads"
     )
     checkpoint = getattr(args, "checkpoint", None)
@@ -272,6 +283,8 @@ def _run_limited(args: argparse.Namespace, split: Any, name: str, num_classes: i
         print("  (the matrix products are NumPy BLAS on both; batch norm, softmax cross-entropy"
               " and Adam are what differ)")  # fmt: skip
         summary["epoch_seconds"] = times
+    if args.compare_dtypes:
+        summary["dtypes"] = _compare_dtypes(args, split, num_classes, history, test_acc)
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     try:
@@ -282,6 +295,33 @@ def _run_limited(args: argparse.Namespace, split: Any, name: str, num_classes: i
         print('matplotlib is not installed: no learning-curve plot (pip install "bnfast[demo]")')
     print(f"model and optimizer state: {os.path.join(out_dir, 'model.npz')}")
     return EXIT_OK
+
+
+def _compare_dtypes(
+    args: argparse.Namespace, split: Any, num_classes: int, history: Any, test_acc: float
+) -> dict[str, Any]:
+    """Trains the same network in the other activation dtype and prints both runs' accuracy
+    and time per epoch (median over the epochs)."""
+    from bnfast.train import evaluate, fit
+
+    other = "bfloat16" if args.dtype == "float32" else "float32"
+    runs = {args.dtype: (test_acc, statistics.median(history.time))}
+    try:
+        model = _build(args, split.X_train.shape[1], num_classes, "native", other)
+    except _Fail as exc:
+        print(f"{other}: not run ({exc})")
+        return {}
+    opt = _optimizer(args, model, "native")
+    h = fit(model, split.X_train, split.y_train, opt, epochs=args.epochs,
+            batch_size=args.batch_size, seed=args.seed, progress=False)  # fmt: skip
+    acc = evaluate(model, split.X_test, split.y_test)[1] if len(split.y_test) else float("nan")
+    runs[other] = (acc, statistics.median(h.time))
+    for dt in ("float32", "bfloat16"):
+        acc, t = runs[dt]
+        print(f"{dt + ':':<10}test accuracy {acc:.2%}, {t * 1e3:.1f} ms per epoch")
+    print("  (bfloat16: float32 master weights and products; the activations between layers,")
+    print("  batch norm and the loss in bfloat16; NumPy's own bfloat16 arithmetic is slow)")
+    return {dt: {"test_accuracy": a, "epoch_seconds": t} for dt, (a, t) in runs.items()}
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -59,11 +59,15 @@ def _bn_cases():
     ):
         yield (shape, fmt, torch.float64, *combo)
     yield (*_BN_SHAPES[2], torch.float32, False, False, True)
+    # bfloat16 data with float32 parameters (the mixed batch norm autocast runs)
+    for shape, fmt in (_BN_SHAPES[0], _BN_SHAPES[3]):
+        yield shape, fmt, torch.bfloat16, True, True, True
 
 
 def _bn_args(shape, fmt, dt, grad_x, affine, stats):
     g = _gen()
-    x = torch.randn(shape, generator=g, dtype=dt) * 2 + 1
+    x = (torch.randn(shape, generator=g) * 2 + 1).to(dt)
+    dt = torch.float32 if dt == torch.bfloat16 else dt  # the parameters' dtype
     if fmt is not None:
         x = x.contiguous(memory_format=fmt)
     x.requires_grad_(grad_x)
@@ -216,6 +220,23 @@ def test_opcheck_cross_entropy_backward(reduction):
     opcheck(ops.cross_entropy_backward.default, (grad, go, 1))
     expected = grad * (go if go.dim() == 0 else go.unsqueeze(1))
     close(ops.cross_entropy_backward(grad, go, 1), expected)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_opcheck_bfloat16_losses_and_softmax(reduction):
+    """bfloat16 logits: float32 losses (and class weights), bfloat16 gradients."""
+    g = _gen()
+    x = torch.randn(6, 5, generator=g).to(torch.bfloat16).requires_grad_()
+    t = torch.randint(0, 5, (6,), generator=g)
+    w = torch.rand(5, generator=g) + 0.5
+    args = (x, t, w, -100, reduction, 0.1)
+    opcheck(ops.cross_entropy.default, args)
+    loss, grad = ops.cross_entropy(*args)
+    assert loss.dtype == torch.float32 and grad.dtype == torch.bfloat16
+    tb = (torch.rand(6, 5, generator=g) > 0.5).to(torch.bfloat16)
+    opcheck(ops.binary_cross_entropy_with_logits.default, (x, tb, None, None, reduction))
+    for name in ("softmax", "log_softmax"):
+        opcheck(getattr(ops, name).default, (x, 1))
 
 
 def test_every_operator_checked():
