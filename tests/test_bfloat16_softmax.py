@@ -617,3 +617,25 @@ def test_bad_inputs_name_the_argument(isa, rng):
         bnfast.softmax_cross_entropy(wide(x).astype(F32), bf(np.full((8, 5), 0.2)))
     with pytest.raises(TypeError, match="float32 or float64"):
         _core.vmath_exp(x)
+
+
+def test_reference_takes_bfloat16(isa, rng):
+    """bnfast.reference on bfloat16 arrays: the float64 formula of the widened inputs, bfloat16
+    outputs rounded once, float32 losses (what the kernels are held to)."""
+    x = logits(rng, (6, 11))
+    xb = x.view(np.uint16).view(BFLOAT16_BITS)
+    for fn in (R.softmax, R.log_softmax):
+        r = fn(x, 1)
+        assert r.dtype == BF16 and r.tobytes() == bf(fn(wide(x), 1)).tobytes()
+        assert fn(xb, 1).dtype == BFLOAT16_BITS and fn(xb, 1).tobytes() == r.tobytes()
+    y, dy = bnfast.softmax(x), bf(rng.standard_normal(x.shape))
+    r = R.softmax_backward(y, dy, 1)
+    assert r.tobytes() == bf(R.softmax_backward(wide(y), wide(dy), 1)).tobytes()
+    assert_bf16(bnfast.softmax_backward(y, dy, 1), r, scale=4, c=19)
+    t = rng.integers(0, 11, 6)
+    loss, grad = R.softmax_cross_entropy(x, t, label_smoothing=0.1)
+    rl, rg = R.softmax_cross_entropy(wide(x), t, label_smoothing=0.1)
+    assert loss.dtype == F32 and loss == np.float32(rl) and grad.tobytes() == bf(rg).tobytes()
+    loss, grad = R.sigmoid_binary_cross_entropy(x, bf(rng.uniform(size=x.shape)))
+    assert loss.dtype == F32 and grad.dtype == BF16
+    assert bnfast.softmax(bf(np.asarray(1.0)), axis=0).shape == R.softmax(bf(np.asarray(1.0))).shape
