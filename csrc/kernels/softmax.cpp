@@ -898,10 +898,11 @@ void softmax_cross_entropy(const SoftmaxCrossEntropyArgs<X>& a) {
 
 // ---- exp / log over arrays (for measuring vmath.h) -------------------------------------------
 
-template <class T>
-void exp_array(const T* x, T* y, i64 n) {
+template <class X>
+void exp_array(const X* x, X* y, i64 n) {
+  using T = Compute<X>;
   BNFAST_EXPECT(n >= 0);
-  const int nt = threads_for(n * static_cast<i64>(sizeof(T)) * 2);
+  const int nt = threads_for(n * static_cast<i64>(sizeof(X)) * 2);
   const i64 chunk = 1 << 14, units = (n + chunk - 1) / chunk;
   parallel_for(units, nt, [&](i64 u) {
     const i64 o = u * chunk;
@@ -910,10 +911,11 @@ void exp_array(const T* x, T* y, i64 n) {
   });
 }
 
-template <class T>
-void log_array(const T* x, T* y, i64 n) {
+template <class X>
+void log_array(const X* x, X* y, i64 n) {
+  using T = Compute<X>;
   BNFAST_EXPECT(n >= 0);
-  const int nt = threads_for(n * static_cast<i64>(sizeof(T)) * 2);
+  const int nt = threads_for(n * static_cast<i64>(sizeof(X)) * 2);
   const i64 chunk = 1 << 14, units = (n + chunk - 1) / chunk;
   parallel_for(units, nt, [&](i64 u) {
     const i64 o = u * chunk;
@@ -945,7 +947,8 @@ SoftmaxKernels softmax_kernels() {
            &exp_array<float>, &log_array<float>},
           {&softmax<double>, &softmax_backward<double>, &softmax_cross_entropy<double>,
            &exp_array<double>, &log_array<double>},
-          {&softmax<bf16>, &softmax_backward<bf16>, &softmax_cross_entropy<bf16>, nullptr, nullptr},
+          {&softmax<bf16>, &softmax_backward<bf16>, &softmax_cross_entropy<bf16>, &exp_array<bf16>,
+           &log_array<bf16>},
           &check_targets<std::int32_t>,
           &check_targets<std::int64_t>};
 }

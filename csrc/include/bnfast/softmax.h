@@ -86,8 +86,8 @@ struct SoftmaxFns {
   void (*softmax)(const SoftmaxArgs<X>&);  // and log_softmax (SoftmaxArgs::log)
   void (*softmax_backward)(const SoftmaxBackwardArgs<X>&);
   void (*softmax_cross_entropy)(const SoftmaxCrossEntropyArgs<X>&);
-  // The vectorized exp and log of vmath.h over n values (for measuring their error; null for
-  // bfloat16, whose kernels use the float32 ones).
+  // The vectorized exp and log of vmath.h over n values (for measuring their error; bfloat16:
+  // the float32 ones on widened values, rounded once).
   void (*exp)(const X* x, X* y, std::int64_t n);
   void (*log)(const X* x, X* y, std::int64_t n);
 };
