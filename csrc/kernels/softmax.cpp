@@ -73,24 +73,21 @@ constexpr bool kWide = !std::is_same<X, Compute<X>>::value;  // X is stored narr
 // Where a pass keeps e = exp(z) for a later pass to scale: the output itself when it holds T,
 // else (bfloat16 output) a float32 scratch of n values, so that the output is rounded once
 // (e rounded to bfloat16 and then scaled would be rounded twice: up to 1.5 ulp instead of 0.5).
+// at(out, i): the place of the value whose output element is *out and scratch index is i.
 template <class X>
 class Stage {
-  using T = Compute<X>;
-
  public:
-  explicit Stage(i64 n) : buf_(kWide<X> ? n : 1) {}
-  // out: the output element of the value; i: its index in the scratch.
-  T* at(X* out, i64 i) const {
-    if constexpr (kWide<X>) {
-      return buf_.data() + i;
-    } else {
-      (void)i;
-      return out;
-    }
-  }
+  explicit Stage(i64) {}
+  X* at(X* out, i64) const { return out; }
+};
+template <>
+class Stage<bf16> {
+ public:
+  explicit Stage(i64 n) : buf_(n) {}
+  float* at(bf16*, i64 i) const { return buf_.data() + i; }
 
  private:
-  Scratch<T> buf_;
+  Scratch<float> buf_;
 };
 
 // tile[k * n + i] = src[i * K + k] for n rows of K values, and back (widened to T on the way in,
@@ -208,6 +205,21 @@ inline T row_max(const X* x, i64 K) {
   const T m = reduce_max(max(mv[0], mv[1]));
   return m == -kInf<T> ? T(0) : m;
 }
+// The same, also storing x widened to T into w (bfloat16 rows: later passes read w instead of
+// widening x again).
+template <class X, class T = Compute<X>>
+inline T row_max_widen(const X* x, T* w, i64 K) {
+  using V = Vec<T>;
+  const V ninf = V::set1(-kInf<T>);
+  V mv[2] = {ninf, ninf};
+  for_lanes2<T>(K, [&](i64 j, int k, auto q) {
+    const V v = ld(x + j, k, ninf);
+    st(w + j, v, k);
+    mv[q] = max(mv[q], v);
+  });
+  const T m = reduce_max(max(mv[0], mv[1]));
+  return m == -kInf<T> ? T(0) : m;
+}
 template <class T>
 inline Vec<T> fix_max(Vec<T> m) {
   return select(cmp_eq(m, Vec<T>::set1(-kInf<T>)), Vec<T>::zero(), m);
@@ -236,18 +248,28 @@ void run_rows(const SoftmaxArgs<X>& a, const Plan& p, i64 r0, i64 r1) {
   const i64 K = p.K;
   const V ninf = V::set1(-kInf<T>);
   alignas(64) T m_[N], s_[N], c_[N];
-  const Stage<X> stage(a.log ? 1 : p.group * K);
+  const Stage<X> stage(p.group * K);
   for (i64 r = r0; r < r1; r += p.group) {
     const int n = static_cast<int>(std::min<i64>(p.group, r1 - r));
     for (int i = 0; i < N; ++i) s_[i] = T(1);
     for (int i = 0; i < n; ++i) {
       const X* xr = a.x + (r + i) * K;
       T* er = stage.at(a.y + (r + i) * K, i * K);
-      const T m = row_max(xr, K);
+      // x as T for the passes after the max: x itself, or (bfloat16) the copy the max pass
+      // widened into the stage, so each value is widened once (softmax overwrites it with e).
+      const T* xs;
+      T m;
+      if constexpr (kWide<X>) {
+        m = row_max_widen(xr, er, K);
+        xs = er;
+      } else {
+        m = row_max(xr, K);
+        xs = xr;
+      }
       const V vm = V::set1(m);
       V sv = V::zero();
       for_lanes<T>(K, [&](i64 j, int k) {
-        const V e = vexp_nonpos(ld(xr + j, k, ninf) - vm);
+        const V e = vexp_nonpos(ld(xs + j, k, ninf) - vm);
         if (!a.log) st(er + j, e, k);
         sv = sv + e;
       });
@@ -257,14 +279,15 @@ void run_rows(const SoftmaxArgs<X>& a, const Plan& p, i64 r0, i64 r1) {
     const V s = V::load(s_);
     (a.log ? log_sum(s) : inv_sum(s)).store(c_);
     for (int i = 0; i < n; ++i) {
-      const X* xr = a.x + (r + i) * K;
       X* yr = a.y + (r + i) * K;
+      const T* er = stage.at(yr, i * K);
       const V c = V::set1(c_[i]);
       if (a.log) {
+        const T* xs = er;  // bfloat16: the widened copy
+        if constexpr (!kWide<X>) xs = a.x + (r + i) * K;
         const V vm = V::set1(m_[i]);
-        for_lanes<T>(K, [&](i64 j, int k) { st(yr + j, (ld(xr + j, k) - vm) - c, k); });
+        for_lanes<T>(K, [&](i64 j, int k) { st(yr + j, (ld(xs + j, k) - vm) - c, k); });
       } else {
-        const T* er = stage.at(yr, i * K);
         for_lanes<T>(K, [&](i64 j, int k) { st(yr + j, ld(er + j, k) * c, k); });
       }
     }
