@@ -647,3 +647,77 @@ def test_reference_takes_bfloat16(isa, rng):
     loss, grad = R.sigmoid_binary_cross_entropy(x, bf(rng.uniform(size=x.shape)))
     assert loss.dtype == F32 and grad.dtype == BF16
     assert bnfast.softmax(bf(np.asarray(1.0)), axis=0).shape == R.softmax(bf(np.asarray(1.0))).shape
+
+
+@pytest.mark.parametrize("kind", ["index", "prob"])
+def test_xent_long_rows(isa, rng, kind):
+    """Rows over 1 KiB (one row per group, the next row's max taken in this row's last pass)."""
+    x = logits(rng, (9, 1000), 4)
+    if kind == "prob":
+        t = bf(rng.dirichlet(np.ones(1000) * 0.1, size=9))
+    else:
+        t = _targets(rng, 9, 1000, n_ignore=2)
+    w = rng.uniform(0.1, 3.0, 1000).astype(F32)
+    for kw in ({}, {"weight": w, "label_smoothing": 0.2}, {"reduction": "none"}):
+        check_xent(x, t, **kw)
+
+
+def test_threads_bitwise(isa, rng, threads):
+    """Fixed work units: the same bits on one thread and several (losses included)."""
+    cases = [
+        (logits(rng, (300, 10)), 1),
+        (logits(rng, (40, 700)), 1),
+        (logits(rng, (6, 33, 50)), 1),
+    ]
+
+    def run(x, axis):
+        k = x.shape[axis]
+        t = np.random.default_rng(1).integers(0, k, x.shape[:1] + x.shape[2:])
+        y = bnfast.softmax(x, axis=axis)
+        r = [y, bnfast.log_softmax(x, axis=axis), bnfast.softmax_backward(y, x, axis)]
+        r += bnfast.softmax_cross_entropy(x, t, label_smoothing=0.1, axis=axis)
+        r += bnfast.sigmoid_binary_cross_entropy(x, bnfast.softmax(x, axis=axis))
+        return [a.tobytes() for a in r]
+
+    for x, axis in cases:
+        bnfast.set_num_threads(1)
+        one = run(x, axis)
+        bnfast.set_num_threads(4)
+        assert run(x, axis) == one, x.shape
+
+
+def test_backward_in_place(isa, rng):
+    for shape in [(5, 9), (7, 300), (3, 20, 11)]:
+        x = logits(rng, shape)
+        dy = bf(rng.standard_normal(shape))
+        for fwd, bwd in (
+            (bnfast.softmax, bnfast.softmax_backward),
+            (bnfast.log_softmax, bnfast.log_softmax_backward),
+        ):
+            y = fwd(x, axis=1)
+            expected = bwd(y, dy, 1)
+            d = dy.copy()
+            assert bwd(y, d, 1, out=d) is d and d.tobytes() == expected.tobytes()
+            yy = y.copy()
+            assert bwd(yy, dy, 1, out=yy) is yy and yy.tobytes() == expected.tobytes()
+
+
+def test_bce_bfloat16_parameters(isa, rng):
+    """bfloat16 weight, pos_weight and grad_output are widened exactly: float32's bits."""
+    x = logits(rng, (6, 13))
+    y = bf(rng.uniform(size=(6, 13)))
+    w, pw, go = (
+        bf(rng.uniform(0.1, 2, 13)),
+        bf(rng.uniform(0.5, 3, 13)),
+        bf(rng.uniform(size=(6, 13))),
+    )
+    a = bnfast.sigmoid_binary_cross_entropy(
+        x, y, w, pos_weight=pw, reduction="none", grad_output=go
+    )
+    f = [wide(v).astype(F32) for v in (w, pw, go)]
+    b = bnfast.sigmoid_binary_cross_entropy(
+        x, y, f[0], pos_weight=f[1], reduction="none", grad_output=f[2]
+    )
+    assert a[0].tobytes() == b[0].tobytes() and a[1].tobytes() == b[1].tobytes()
+    with pytest.raises(TypeError, match="grad_output"):
+        bnfast.sigmoid_binary_cross_entropy(x, y, reduction="none", grad_output=np.ones((6, 13)))
