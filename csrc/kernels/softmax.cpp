@@ -73,6 +73,8 @@ constexpr bool kWide = !std::is_same<X, Compute<X>>::value;  // X is stored narr
 // Where a pass keeps e = exp(z) for a later pass to scale: the output itself when it holds T,
 // else (bfloat16 output) a float32 scratch of n values, so that the output is rounded once
 // (e rounded to bfloat16 and then scaled would be rounded twice: up to 1.5 ulp instead of 0.5).
+// The rows traversal stages a group of rows (at most N K values), the columns one a block of
+// N columns (K N values; the tiled traversal needs none: its tiles are already float32).
 // at(out, i): the place of the value whose output element is *out and scratch index is i.
 template <class X>
 class Stage {
