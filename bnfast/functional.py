@@ -4,7 +4,10 @@ Arrays in, arrays out. Inputs may be any array NumPy can view without a copy (bu
 ``__array_interface__``, DLPack). Read-only inputs that are not C-contiguous are copied;
 arrays updated in place (running statistics, ``out=``) must be C-contiguous, writable and of
 the input's dtype, else the call is refused before anything is written. Supported dtypes are
-float32 and float64.
+float32 and float64, and bfloat16 (``ml_dtypes.bfloat16``, or the bits view bnfast.torch uses)
+for softmax, log-softmax, their backward and the losses: bfloat16 in, bfloat16 out, computed in
+float32 and rounded once; losses, class weights and per-row ``grad_output`` are float32 there
+(weights and ``grad_output`` may also be bfloat16).
 """
 
 from __future__ import annotations
@@ -14,7 +17,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bnfast import _core
-from bnfast._arrays import as_array, contiguous, float_input, inplace, optional_input
+from bnfast._arrays import (
+    as_array,
+    contiguous,
+    float_input,
+    inplace,
+    is_bfloat16,
+    optional_input,
+)
 from bnfast._deprecation import renamed_keywords
 
 __all__ = [
@@ -175,7 +185,7 @@ def softmax(x: Any, *, axis: int = -1, out: np.ndarray | None = None) -> np.ndar
 
     Parameters
     ----------
-    x : array_like, float32 or float64
+    x : array_like, float32, float64 or bfloat16
         Any shape; ``axis`` is the class axis (viewed as ``(A, K, B)`` like batch norm).
     axis : int
         The axis to normalize over.
@@ -221,20 +231,37 @@ def log_softmax_backward(
     return _core.log_softmax_backward(y, dy, int(axis), out)
 
 
+def _param_input(obj: Any, name: str, dtype: np.dtype, keep_0d: bool = False) -> np.ndarray | None:
+    """A float parameter beside data of ``dtype``: of that dtype; beside bfloat16 data float32
+    (the precision the kernels compute in) or bfloat16 (widened exactly by the kernels). Other
+    dtypes are a TypeError, as a float64 weight beside float32 logits is."""
+    if obj is None:
+        return None
+    if not is_bfloat16(dtype):
+        return float_input(obj, name, dtype, keep_0d=keep_0d)
+    a = float_input(obj, name, keep_0d=keep_0d)
+    if a.dtype != np.float32 and not is_bfloat16(a.dtype):
+        raise TypeError(f"{name} must be float32 or bfloat16 beside bfloat16 logits, got {a.dtype}")
+    return a
+
+
 def _grad_output(grad_output: Any, reduction: str, dtype: np.dtype) -> Any:
     """A float for ``mean``/``sum``; for ``none`` an array of the loss's shape and the logits'
-    dtype (a Python number is taken in that dtype, for a 0-d loss)."""
+    dtype, float32 beside bfloat16 logits (a Python number is taken in that dtype, for a 0-d
+    loss)."""
     if grad_output is None:
         return None
     if reduction != "none":
         return float(grad_output)
     if isinstance(grad_output, (int, float)) and not isinstance(grad_output, bool):
-        grad_output = np.asarray(grad_output, dtype)
-    return float_input(grad_output, "grad_output", dtype, keep_0d=True)
+        grad_output = np.asarray(grad_output, np.float32 if is_bfloat16(dtype) else dtype)
+    return _param_input(grad_output, "grad_output", dtype, keep_0d=True)
 
 
 def _class_target(target: Any) -> np.ndarray:
     t = as_array(target, "target")
+    if is_bfloat16(t.dtype):
+        return contiguous(t, "target")  # probabilities beside bfloat16 logits
     if t.dtype.kind == "b" or t.dtype.kind not in "iuf":
         raise TypeError(
             f"target must be integer class indices or float probabilities, got {t.dtype}"
@@ -269,7 +296,7 @@ def softmax_cross_entropy(
 
     Parameters
     ----------
-    logits : array_like, float32 or float64
+    logits : array_like, float32, float64 or bfloat16
         ``(N, K)``, ``(N, K, d1, ...)`` (class axis 1) or ``(K,)``; ``axis`` is the class axis.
     target : array_like
         Class indices of any integer dtype with the logits' shape without the class axis, each
@@ -277,6 +304,7 @@ def softmax_cross_entropy(
         dtype.
     weight : array_like of shape (K,), optional
         Per-class weights; ``mean`` then divides by the sum of the weights of the rows kept.
+        Of the logits' dtype; float32 or bfloat16 beside bfloat16 logits.
     ignore_index : int
         Class-index rows equal to it contribute nothing (loss 0, gradient 0). Probability
         targets allow only a negative value (PyTorch's rule).
@@ -295,9 +323,10 @@ def softmax_cross_entropy(
     Returns
     -------
     loss : ndarray
-        0-d for ``mean``/``sum``, the target's shape for ``none``.
+        0-d for ``mean``/``sum``, the target's shape for ``none``; the logits' dtype, float32
+        for bfloat16 logits (as PyTorch's autocast computes cross-entropy).
     grad : ndarray
-        ``d(loss)/d(logits)`` (times ``grad_output``), the logits' shape.
+        ``d(loss)/d(logits)`` (times ``grad_output``), the logits' shape and dtype.
 
     Raises
     ------
@@ -321,7 +350,7 @@ def softmax_cross_entropy(
     t = _class_target(target)
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
-    if t.dtype.kind == "f":
+    if t.dtype.kind == "f" or is_bfloat16(t.dtype):
         if t.dtype != x.dtype:
             raise TypeError(f"probability target must be {x.dtype} like the logits, got {t.dtype}")
         if ignore_index >= 0:
@@ -329,7 +358,7 @@ def softmax_cross_entropy(
                 f"ignore_index={ignore_index} is not supported for probability targets "
                 "(only class-index targets can be ignored)"
             )
-    w = optional_input(weight, "weight", x.dtype)
+    w = _param_input(weight, "weight", x.dtype)
     grad_output = _grad_output(grad_output, reduction, x.dtype)
     if axis is None:
         axis = 0 if x.ndim == 1 else 1
@@ -338,15 +367,32 @@ def softmax_cross_entropy(
     )
 
 
+def _to_bfloat16(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Numbers as bfloat16 ``dtype`` (ml_dtypes' or the bits view, so no ml_dtypes needed),
+    rounded as the kernels round (csrc's bfloat16.h): to nearest even through float32, NaN kept
+    quiet, float32 subnormals to signed zero."""
+    if is_bfloat16(a.dtype):
+        return a if a.dtype == dtype else a.view(np.uint16).view(dtype)
+    u = np.asarray(a, dtype=np.float32).view(np.uint32)
+    hi = u >> 16
+    r = (u + 0x7FFF + (hi & 1)) >> 16
+    r = np.where((u & 0x7FFFFFFF) > 0x7F800000, hi | 0x40, r)
+    r = np.where((u & 0x7F800000) == 0, hi & 0x8000, r)
+    return np.ascontiguousarray(r.astype(np.uint16)).view(dtype)
+
+
 def _bce_param(obj: Any, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
     """A weight broadcast to the input: kept as a (C,) vector when it varies only along the last
-    axis, else materialized to the full shape."""
+    axis, else materialized to the full shape. Cast to the logits' dtype; beside bfloat16
+    logits to float32 (the kernels' parameter type), bfloat16 weights kept (widened exactly)."""
     if obj is None:
         return None
     a = as_array(obj, name)
-    if a.dtype.kind not in "iuf" or a.dtype.kind == "b":
+    bf16_param = is_bfloat16(a.dtype) and is_bfloat16(dtype)
+    if not bf16_param and (a.dtype.kind not in "iuf" or a.dtype.kind == "b"):
         raise TypeError(f"{name} must be a float array, got {a.dtype}")
-    a = a.astype(dtype, copy=False)
+    if not bf16_param:
+        a = a.astype(np.float32 if is_bfloat16(dtype) else dtype, copy=False)
     try:
         np.broadcast_shapes(a.shape, shape)
     except ValueError:
@@ -380,10 +426,11 @@ def sigmoid_binary_cross_entropy(
 
     Parameters
     ----------
-    logits : array_like, float32 or float64
+    logits : array_like, float32, float64 or bfloat16
         Any shape.
     target : array_like
-        Same shape; cast to the logits' dtype (0/1 labels or probabilities).
+        Same shape; cast to the logits' dtype (0/1 labels or probabilities; bfloat16 beside
+        bfloat16 logits, as PyTorch requires, rounded to nearest).
     weight : array_like, optional
         Broadcast to the input's shape; multiplies the loss of each element.
     reduction : {"mean", "sum", "none"}
@@ -398,14 +445,18 @@ def sigmoid_binary_cross_entropy(
     Returns
     -------
     loss, grad : ndarray
+        ``grad`` of the logits' dtype; ``loss`` too, float32 for bfloat16 logits.
     """
     x = float_input(logits, "logits", keep_0d=True)
     y = as_array(target, "target")
-    if y.dtype.kind not in "biuf":
+    if y.dtype.kind not in "biuf" and not is_bfloat16(y.dtype):
         raise TypeError(f"target must be numeric, got {y.dtype}")
     if y.shape != x.shape:
         raise ValueError(f"target must have the logits' shape {x.shape}, got {y.shape}")
-    y = contiguous(y, "target", x.dtype, keep_0d=True)
+    if is_bfloat16(x.dtype):
+        y = _to_bfloat16(contiguous(y, "target", keep_0d=True), x.dtype)
+    else:
+        y = contiguous(y, "target", x.dtype, keep_0d=True)
     w = _bce_param(weight, "weight", x.shape, x.dtype)
     pw = _bce_param(pos_weight, "pos_weight", x.shape, x.dtype)
     grad_output = _grad_output(grad_output, reduction, x.dtype)

@@ -398,6 +398,31 @@ def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> tuple[list[np.nd
 
 
 # ---- softmax and cross-entropy ------------------------------------------------------------------
+#
+# bfloat16 inputs (ml_dtypes' dtype or the bits view [("bfloat16", "<u2")]) are widened to
+# float64 exactly, the float64 formula is evaluated, and bfloat16 outputs are rounded once by
+# round_bfloat16 (the kernels' bound is stated from that value); losses come back float32 there,
+# as the kernels return them.
+
+
+def _is_bf16(a: object) -> bool:
+    dt = getattr(a, "dtype", None)
+    if dt is None or dt.kind != "V" or dt.itemsize != 2:
+        return False
+    return dt.name == "bfloat16" or dt.names == ("bfloat16",)
+
+
+def _widen(a: object) -> object:
+    """A bfloat16 array as float64, exactly; anything else unchanged."""
+    if not _is_bf16(a):
+        return a
+    u = np.ascontiguousarray(a).view(np.uint16).astype(np.uint32) << 16
+    return u.view(np.float32).astype(np.float64).reshape(np.shape(a))
+
+
+def _round_like(r: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """The float64 result ``r`` rounded once to bfloat16, in ``like``'s bfloat16 dtype."""
+    return round_bfloat16(r).view(np.uint16).reshape(np.shape(r)).view(like.dtype)
 
 
 def _shifted(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -417,6 +442,8 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     An all -inf row gives zeros; NaN in a row makes that row NaN. A 0-d ``x`` is one row of one
     value (``axis`` 0 or -1).
     """
+    if _is_bf16(x):
+        return _round_like(softmax(_widen(x), axis), x)
     if x.ndim == 0:
         return softmax(x.reshape(1), axis).reshape(())
     z, ls = _shifted(x, axis)
@@ -430,6 +457,8 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     r"""Log-softmax along ``axis``: :math:`y_k = (x_k - m) - \log \sum_j e^{x_j - m}`, in that
     order. An all -inf row gives -inf."""
+    if _is_bf16(x):
+        return _round_like(log_softmax(_widen(x), axis), x)
     if x.ndim == 0:
         return log_softmax(x.reshape(1), axis).reshape(())
     z, ls = _shifted(x, axis)
@@ -439,11 +468,15 @@ def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def softmax_backward(y: np.ndarray, dy: np.ndarray, axis: int = -1) -> np.ndarray:
     r""":math:`dx = y \odot (dy - \sum_k y_k dy_k)` from the softmax output ``y``."""
+    if _is_bf16(y):
+        return _round_like(softmax_backward(_widen(y), _widen(dy), axis), y)
     return (y * (dy - np.sum(y * dy, axis=axis, keepdims=True))).astype(y.dtype, copy=False)
 
 
 def log_softmax_backward(y: np.ndarray, dy: np.ndarray, axis: int = -1) -> np.ndarray:
     r""":math:`dx = dy - e^{y} \sum_k dy_k` from the log-softmax output ``y``."""
+    if _is_bf16(y):
+        return _round_like(log_softmax_backward(_widen(y), _widen(dy), axis), y)
     return (dy - np.exp(y) * np.sum(dy, axis=axis, keepdims=True)).astype(y.dtype, copy=False)
 
 
@@ -475,6 +508,12 @@ def softmax_cross_entropy(
     no classes has loss 0.
     ``grad_output`` scales the gradient (per row for ``reduction="none"``).
     """
+    if _is_bf16(logits):
+        loss, grad = softmax_cross_entropy(
+            _widen(logits), _widen(target), _widen(weight), ignore_index, reduction,
+            label_smoothing, _widen(grad_output), axis,
+        )  # fmt: skip
+        return loss.astype(np.float32), _round_like(grad, logits)
     x = logits
     ax = axis % x.ndim
     k = x.shape[ax]
@@ -541,6 +580,12 @@ def sigmoid_binary_cross_entropy(
     :math:`w\,(c\,\sigma(x) - p_w y)`. ``weight`` broadcasts to the input, ``pos_weight`` along
     the last axis. ``mean`` divides by the number of elements (NaN for none, as in PyTorch).
     """
+    if _is_bf16(logits):
+        loss, grad = sigmoid_binary_cross_entropy(
+            _widen(logits), _widen(targets), _widen(weight), _widen(pos_weight), reduction,
+            _widen(grad_output),
+        )  # fmt: skip
+        return loss.astype(np.float32), _round_like(grad, logits)
     x, y = logits, targets
     pw = 1.0 if pos_weight is None else pos_weight
     w = 1.0 if weight is None else weight

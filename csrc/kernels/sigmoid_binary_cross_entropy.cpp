@@ -8,6 +8,8 @@
 // is indexed by the lane); work units are fixed runs of rows (about kUnitBytes of logits),
 // each summing its losses in double in order, the units added in unit order: the loss is
 // bitwise the same for any thread count. Tails use partial (masked) loads and stores.
+// bfloat16 logits and targets are widened on load and the gradient rounded once on store; the
+// loss and the parameters stay float32 (sigmoid_binary_cross_entropy.h).
 #include <algorithm>
 
 #include "bnfast/contract.h"
@@ -22,8 +24,9 @@ namespace {
 
 constexpr i64 kUnitBytes = 32 * 1024;
 
-template <class T>
-void sigmoid_binary_cross_entropy(const SigmoidBinaryCrossEntropyArgs<T>& a) {
+template <class X>
+void sigmoid_binary_cross_entropy(const SigmoidBinaryCrossEntropyArgs<X>& a) {
+  using T = Compute<X>;
   using V = Vec<T>;
   BNFAST_EXPECT(a.n >= 0 && a.C >= 0 && (a.n == 0 || (a.C >= 1 && a.n % a.C == 0)));
   BNFAST_EXPECT(a.x != nullptr && a.y != nullptr && a.grad != nullptr && a.loss_sum);
@@ -42,7 +45,7 @@ void sigmoid_binary_cross_entropy(const SigmoidBinaryCrossEntropyArgs<T>& a) {
   const i64 units = (rows + R - 1) / R;
   Scratch<double> usum(units);
   const T scale = static_cast<T>(a.elem_scale);
-  const int nt = threads_for(a.n * static_cast<i64>(sizeof(T)) * 3);
+  const int nt = threads_for(a.n * static_cast<i64>(sizeof(X)) * 3);
   parallel_for(units, nt, [&](i64 u) {
     const V one = V::set1(T(1)), zero = V::zero();
     double acc = 0;
@@ -88,7 +91,9 @@ void sigmoid_binary_cross_entropy(const SigmoidBinaryCrossEntropyArgs<T>& a) {
 }  // namespace
 
 SigmoidBinaryCrossEntropyKernels sigmoid_binary_cross_entropy_kernels() {
-  return {{&sigmoid_binary_cross_entropy<float>}, {&sigmoid_binary_cross_entropy<double>}};
+  return {{&sigmoid_binary_cross_entropy<float>},
+          {&sigmoid_binary_cross_entropy<double>},
+          {&sigmoid_binary_cross_entropy<bf16>}};
 }
 
 }  // namespace BNFAST_NS

@@ -25,9 +25,16 @@
 // each unit sums its row losses in double in row order and the units are added in unit order,
 // so the loss is bitwise the same for any thread count. Tails use partial (masked) loads and
 // stores; masked-off lanes are loaded as -inf (max, exp) or 0 and never reach a result.
+//
+// Storage type X (float, double or bf16) and compute type T = Compute<X>: every function is
+// written once on X and loads/stores through ld/st, which widen and round bfloat16. A bfloat16
+// output is rounded exactly once, from its final float32 value: where the float kernels keep
+// e = exp(z) in the output between passes, bfloat16 ones keep it in a float32 scratch (Stage),
+// and the tiled traversal runs the float32 columns kernel on float32 tiles.
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "bnfast/contract.h"
 #include "bnfast/parallel.h"
@@ -47,12 +54,50 @@ constexpr int kUnitMultiple = 16;  // unit sizes are multiples of every ISA's gr
 // bound the small-K case (K = 10: 4x faster).
 constexpr i64 kTileMaxRowBytes = 128;
 
-// tile[k * n + i] = src[i * K + k] for n rows of K values, and back. Rows of at most one vector
-// go N at a time through an in-register transpose (vec.h): N masked row loads and K column
-// stores instead of 2 N K scalar moves. (Gathers measured ~7% slower than scalar moves end to
-// end at (65536, 10) on Zen 4.)
+// A stored value in the compute type, and a compute value stored (bfloat16: rounded, the same
+// bits as st's vector rounding).
+inline float widened(bf16 v) { return bnfast::widen(v); }
 template <class T>
-inline void tile_in(const T* src, T* tile, i64 n, i64 K) {
+inline T widened(T v) {
+  return v;
+}
+inline void put(bf16* p, float v) { *p = bnfast::round_bf16(v); }
+template <class T>
+inline void put(T* p, T v) {
+  *p = v;
+}
+
+template <class X>
+constexpr bool kWide = !std::is_same<X, Compute<X>>::value;  // X is stored narrower than T
+
+// Where a pass keeps e = exp(z) for a later pass to scale: the output itself when it holds T,
+// else (bfloat16 output) a float32 scratch of n values, so that the output is rounded once
+// (e rounded to bfloat16 and then scaled would be rounded twice: up to 1.5 ulp instead of 0.5).
+// The rows traversal stages a group of rows (at most N K values), the columns one a block of
+// N columns (K N values; the tiled traversal needs none: its tiles are already float32).
+// at(out, i): the place of the value whose output element is *out and scratch index is i.
+template <class X>
+class Stage {
+ public:
+  explicit Stage(i64) {}
+  X* at(X* out, i64) const { return out; }
+};
+template <>
+class Stage<bf16> {
+ public:
+  explicit Stage(i64 n) : buf_(n) {}
+  float* at(bf16*, i64 i) const { return buf_.data() + i; }
+
+ private:
+  Scratch<float> buf_;
+};
+
+// tile[k * n + i] = src[i * K + k] for n rows of K values, and back (widened to T on the way in,
+// rounded to X on the way out). Rows of at most one vector go N at a time through an
+// in-register transpose (vec.h): N masked row loads and K column stores instead of 2 N K scalar
+// moves. (Gathers measured ~7% slower than scalar moves end to end at (65536, 10) on Zen 4.)
+template <class X, class T = Compute<X>>
+inline void tile_in(const X* src, T* tile, i64 n, i64 K) {
   using V = Vec<T>;
   constexpr int N = V::N;
   i64 i = 0;
@@ -66,11 +111,11 @@ inline void tile_in(const T* src, T* tile, i64 n, i64 K) {
     }
   }
   for (; i < n; ++i) {
-    for (i64 k = 0; k < K; ++k) tile[k * n + i] = src[i * K + k];
+    for (i64 k = 0; k < K; ++k) tile[k * n + i] = widened(src[i * K + k]);
   }
 }
-template <class T>
-inline void tile_out(const T* tile, T* dst, i64 n, i64 K) {
+template <class X, class T = Compute<X>>
+inline void tile_out(const T* tile, X* dst, i64 n, i64 K) {
   using V = Vec<T>;
   constexpr int N = V::N;
   i64 i = 0;
@@ -84,7 +129,7 @@ inline void tile_out(const T* tile, T* dst, i64 n, i64 K) {
     }
   }
   for (; i < n; ++i) {
-    for (i64 k = 0; k < K; ++k) dst[i * K + k] = tile[k * n + i];
+    for (i64 k = 0; k < K; ++k) put(dst + i * K + k, tile[k * n + i]);
   }
 }
 
@@ -127,9 +172,9 @@ Plan make_plan(Shape3 s) {
   return p;
 }
 
-template <class T>
+template <class X>
 inline int threads(const Plan& p, int arrays) {
-  return threads_for(p.rows * p.K * static_cast<i64>(sizeof(T)) * arrays);
+  return threads_for(p.rows * p.K * static_cast<i64>(sizeof(X)) * arrays);
 }
 
 // Calls f(first_row, end_row) for the rows traversal or f(a, b0, b1) for columns, per unit.
@@ -153,12 +198,27 @@ inline Plan tile_plan(const Plan& p, i64 n) {
 }
 
 // Row max with the all -inf row mapped to 0 (see the header comment).
-template <class T>
-inline T row_max(const T* x, i64 K) {
+template <class X, class T = Compute<X>>
+inline T row_max(const X* x, i64 K) {
   using V = Vec<T>;
   const V ninf = V::set1(-kInf<T>);
   V mv[2] = {ninf, ninf};
   for_lanes2<T>(K, [&](i64 j, int k, auto q) { mv[q] = max(mv[q], ld(x + j, k, ninf)); });
+  const T m = reduce_max(max(mv[0], mv[1]));
+  return m == -kInf<T> ? T(0) : m;
+}
+// The same, also storing x widened to T into w (bfloat16 rows: later passes read w instead of
+// widening x again).
+template <class X, class T = Compute<X>>
+inline T row_max_widen(const X* x, T* w, i64 K) {
+  using V = Vec<T>;
+  const V ninf = V::set1(-kInf<T>);
+  V mv[2] = {ninf, ninf};
+  for_lanes2<T>(K, [&](i64 j, int k, auto q) {
+    const V v = ld(x + j, k, ninf);
+    st(w + j, v, k);
+    mv[q] = max(mv[q], v);
+  });
   const T m = reduce_max(max(mv[0], mv[1]));
   return m == -kInf<T> ? T(0) : m;
 }
@@ -182,25 +242,37 @@ inline Vec<T> log_sum(Vec<T> s) {
 
 // ---- softmax / log_softmax ------------------------------------------------------------------
 
-template <class T>
-void run_rows(const SoftmaxArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
+template <class X>
+void run_rows(const SoftmaxArgs<X>& a, const Plan& p, i64 r0, i64 r1) {
+  using T = Compute<X>;
   using V = Vec<T>;
   constexpr int N = V::N;
   const i64 K = p.K;
   const V ninf = V::set1(-kInf<T>);
   alignas(64) T m_[N], s_[N], c_[N];
+  const Stage<X> stage(p.group * K);
   for (i64 r = r0; r < r1; r += p.group) {
     const int n = static_cast<int>(std::min<i64>(p.group, r1 - r));
     for (int i = 0; i < N; ++i) s_[i] = T(1);
     for (int i = 0; i < n; ++i) {
-      const T* xr = a.x + (r + i) * K;
-      T* yr = a.y + (r + i) * K;
-      const T m = row_max(xr, K);
+      const X* xr = a.x + (r + i) * K;
+      T* er = stage.at(a.y + (r + i) * K, i * K);
+      // x as T for the passes after the max: x itself, or (bfloat16) the copy the max pass
+      // widened into the stage, so each value is widened once (softmax overwrites it with e).
+      const T* xs;
+      T m;
+      if constexpr (kWide<X>) {
+        m = row_max_widen(xr, er, K);
+        xs = er;
+      } else {
+        m = row_max(xr, K);
+        xs = xr;
+      }
       const V vm = V::set1(m);
       V sv = V::zero();
       for_lanes<T>(K, [&](i64 j, int k) {
-        const V e = vexp_nonpos(ld(xr + j, k, ninf) - vm);
-        if (!a.log) st(yr + j, e, k);
+        const V e = vexp_nonpos(ld(xs + j, k, ninf) - vm);
+        if (!a.log) st(er + j, e, k);
         sv = sv + e;
       });
       m_[i] = m;
@@ -209,36 +281,40 @@ void run_rows(const SoftmaxArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
     const V s = V::load(s_);
     (a.log ? log_sum(s) : inv_sum(s)).store(c_);
     for (int i = 0; i < n; ++i) {
-      const T* xr = a.x + (r + i) * K;
-      T* yr = a.y + (r + i) * K;
+      X* yr = a.y + (r + i) * K;
+      const T* er = stage.at(yr, i * K);
       const V c = V::set1(c_[i]);
       if (a.log) {
+        const T* xs = er;  // bfloat16: the widened copy
+        if constexpr (!kWide<X>) xs = a.x + (r + i) * K;
         const V vm = V::set1(m_[i]);
-        for_lanes<T>(K, [&](i64 j, int k) { st(yr + j, (ld(xr + j, k) - vm) - c, k); });
+        for_lanes<T>(K, [&](i64 j, int k) { st(yr + j, (ld(xs + j, k) - vm) - c, k); });
       } else {
-        for_lanes<T>(K, [&](i64 j, int k) { st(yr + j, ld(yr + j, k) * c, k); });
+        for_lanes<T>(K, [&](i64 j, int k) { st(yr + j, ld(er + j, k) * c, k); });
       }
     }
   }
 }
 
-template <class T>
-void run_cols(const SoftmaxArgs<T>& a, const Plan& p, i64 ai, i64 b0, i64 b1) {
+template <class X>
+void run_cols(const SoftmaxArgs<X>& a, const Plan& p, i64 ai, i64 b0, i64 b1) {
+  using T = Compute<X>;
   using V = Vec<T>;
   constexpr int N = V::N;
   const i64 K = p.K, B = p.B;
   const V ninf = V::set1(-kInf<T>);
+  const Stage<X> stage(a.log ? 1 : K * N);
   for (i64 b = b0; b < b1; b += N) {
     const int n = static_cast<int>(std::min<i64>(N, b1 - b));
-    const T* x = a.x + ai * K * B + b;
-    T* y = a.y + ai * K * B + b;
+    const X* x = a.x + ai * K * B + b;
+    X* y = a.y + ai * K * B + b;
     V m = ninf;
     for (i64 k = 0; k < K; ++k) m = max(m, ld(x + k * B, n, ninf));
     m = fix_max(m);
     V s = V::zero();
     for (i64 k = 0; k < K; ++k) {
       const V e = vexp_nonpos(ld(x + k * B, n, ninf) - m);
-      if (!a.log) st(y + k * B, e, n);
+      if (!a.log) st(stage.at(y + k * B, k * N), e, n);
       s = s + e;
     }
     if (a.log) {
@@ -246,19 +322,22 @@ void run_cols(const SoftmaxArgs<T>& a, const Plan& p, i64 ai, i64 b0, i64 b1) {
       for (i64 k = 0; k < K; ++k) st(y + k * B, (ld(x + k * B, n) - m) - c, n);
     } else {
       const V c = inv_sum(s);
-      for (i64 k = 0; k < K; ++k) st(y + k * B, ld(y + k * B, n) * c, n);
+      for (i64 k = 0; k < K; ++k) st(y + k * B, ld(stage.at(y + k * B, k * N), n) * c, n);
     }
   }
 }
 
-template <class T>
-void run_tiled(const SoftmaxArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
+template <class X>
+void run_tiled(const SoftmaxArgs<X>& a, const Plan& p, i64 r0, i64 r1) {
+  using T = Compute<X>;
   const i64 n = r1 - r0, K = p.K;
   Scratch<T> xt(K * n), yt(K * n);
   tile_in(a.x + r0 * K, xt.data(), n, K);
-  SoftmaxArgs<T> b = a;
+  SoftmaxArgs<T> b{};
   b.x = xt.data();
   b.y = yt.data();
+  b.s = a.s;
+  b.log = a.log;
   run_cols(b, tile_plan(p, n), 0, 0, n);
   tile_out(yt.data(), a.y + r0 * K, n, K);
 }
@@ -269,14 +348,15 @@ void run_tiled(const SoftmaxArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
                 ((s).C == 0 || (s).A * (s).B <= INT64_MAX / (s).C))
 
 // softmax:     dx = y * (dy - sum(y * dy));  log_softmax: dx = dy - exp(y) * sum(dy)
-template <class T>
-void run_rows(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
+template <class X>
+void run_rows(const SoftmaxBackwardArgs<X>& a, const Plan& p, i64 r0, i64 r1) {
+  using T = Compute<X>;
   using V = Vec<T>;
   const i64 K = p.K;
   for (i64 r = r0; r < r1; ++r) {
-    const T* y = a.y + r * K;
-    const T* dy = a.dy + r * K;
-    T* dx = a.dx + r * K;
+    const X* y = a.y + r * K;
+    const X* dy = a.dy + r * K;
+    X* dx = a.dx + r * K;
     V acc = V::zero();
     if (a.log) {
       for_lanes<T>(K, [&](i64 j, int k) { acc = acc + ld(dy + j, k); });
@@ -291,17 +371,18 @@ void run_rows(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
   }
 }
 
-template <class T>
-void run_cols(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 ai, i64 b0, i64 b1) {
+template <class X>
+void run_cols(const SoftmaxBackwardArgs<X>& a, const Plan& p, i64 ai, i64 b0, i64 b1) {
+  using T = Compute<X>;
   using V = Vec<T>;
   constexpr int N = V::N;
   const i64 K = p.K, B = p.B;
   for (i64 b = b0; b < b1; b += N) {
     const int n = static_cast<int>(std::min<i64>(N, b1 - b));
     const i64 off = ai * K * B + b;
-    const T* y = a.y + off;
-    const T* dy = a.dy + off;
-    T* dx = a.dx + off;
+    const X* y = a.y + off;
+    const X* dy = a.dy + off;
+    X* dx = a.dx + off;
     V d = V::zero();
     if (a.log) {
       for (i64 k = 0; k < K; ++k) d = d + ld(dy + k * B, n);
@@ -315,13 +396,16 @@ void run_cols(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 ai, i64 b0, i6
   }
 }
 
-template <class T>
-void run_tiled(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
+template <class X>
+void run_tiled(const SoftmaxBackwardArgs<X>& a, const Plan& p, i64 r0, i64 r1) {
+  using T = Compute<X>;
   const i64 n = r1 - r0, K = p.K;
   Scratch<T> yt(K * n), dyt(K * n);
   tile_in(a.y + r0 * K, yt.data(), n, K);
   tile_in(a.dy + r0 * K, dyt.data(), n, K);
-  SoftmaxBackwardArgs<T> b = a;
+  SoftmaxBackwardArgs<T> b{};
+  b.s = a.s;
+  b.log = a.log;
   b.y = yt.data();
   b.dy = dyt.data();
   b.dx = dyt.data();  // in place in the tile
@@ -331,11 +415,11 @@ void run_tiled(const SoftmaxBackwardArgs<T>& a, const Plan& p, i64 r0, i64 r1) {
 
 // Runs a softmax or softmax-backward pass (run_rows, run_cols and run_tiled, overloaded on its
 // arguments) over the work units of the shape's plan; `arrays` is the count of arrays it moves.
-template <class T, class Args>
+template <class X, class Args>
 void run(const Args& a, int arrays) {
-  const Plan p = make_plan<T>(a.s);
+  const Plan p = make_plan<Compute<X>>(a.s);
   if (p.rows == 0 || p.K == 0) return;
-  const int nt = threads<T>(p, arrays);
+  const int nt = threads<X>(p, arrays);
   parallel_for(p.units, nt, [&](i64 u) {
     unit_range(
         p, u,
@@ -350,25 +434,25 @@ void run(const Args& a, int arrays) {
   });
 }
 
-template <class T>
-void softmax(const SoftmaxArgs<T>& a) {
+template <class X>
+void softmax(const SoftmaxArgs<X>& a) {
   BNFAST_SM_EXPECT_SHAPE(a.s);
   const i64 n = a.s.A * a.s.C * a.s.B;
   BNFAST_EXPECT(a.x != nullptr && a.y != nullptr);
   BNFAST_EXPECT_FITS(a.x, a.n_x, n);
   BNFAST_EXPECT_FITS(a.y, a.n_y, n);
-  run<T>(a, 2);
+  run<X>(a, 2);
 }
 
-template <class T>
-void softmax_backward(const SoftmaxBackwardArgs<T>& a) {
+template <class X>
+void softmax_backward(const SoftmaxBackwardArgs<X>& a) {
   BNFAST_SM_EXPECT_SHAPE(a.s);
   const i64 n = a.s.A * a.s.C * a.s.B;
   BNFAST_EXPECT(a.y != nullptr && a.dy != nullptr && a.dx != nullptr);
   BNFAST_EXPECT_FITS(a.y, a.n_y, n);
   BNFAST_EXPECT_FITS(a.dy, a.n_dy, n);
   BNFAST_EXPECT_FITS(a.dx, a.n_dx, n);
-  run<T>(a, 3);
+  run<X>(a, 3);
 }
 
 // ---- cross-entropy --------------------------------------------------------------------------
@@ -457,25 +541,25 @@ inline void softmax_cross_entropy_finalize(const SoftmaxCrossEntropyCtx<T>& c,
   select(dead, V::zero(), r.gamma).store(st_.gamma);
 }
 
-template <class T, class Y>
+template <class Y>
 inline i64 target_at(const void* t, i64 r) {
   return static_cast<i64>(static_cast<const Y*>(t)[r]);
 }
 
 // Class index of row r, or -1 for an ignored row (targets are validated by the caller).
-template <class T, TargetKind kKind>
-inline i64 class_of(const SoftmaxCrossEntropyArgs<T>& a, i64 r) {
+template <class X, TargetKind kKind>
+inline i64 class_of(const SoftmaxCrossEntropyArgs<X>& a, i64 r) {
   i64 y;
   if constexpr (kKind == TargetKind::i32) {
-    y = target_at<T, std::int32_t>(a.target, r);
+    y = target_at<std::int32_t>(a.target, r);
   } else {
-    y = target_at<T, std::int64_t>(a.target, r);
+    y = target_at<std::int64_t>(a.target, r);
   }
   return y == a.ignore_index ? -1 : y;
 }
 
-template <class T, TargetKind kKind>
-double softmax_cross_entropy_rows(const SoftmaxCrossEntropyArgs<T>& a,
+template <class X, TargetKind kKind, class T = Compute<X>>
+double softmax_cross_entropy_rows(const SoftmaxCrossEntropyArgs<X>& a,
                                   const SoftmaxCrossEntropyCtx<T>& c, const Plan& p, i64 r0,
                                   i64 r1) {
   using V = Vec<T>;
@@ -483,8 +567,9 @@ double softmax_cross_entropy_rows(const SoftmaxCrossEntropyArgs<T>& a,
   const i64 K = p.K;
   const V ninf = V::set1(-kInf<T>), one = V::set1(T(1));
   const V one_eps = V::set1(c.one_eps), eps_k = V::set1(c.eps_k);
-  const T* tgt = kProb ? static_cast<const T*>(a.target) : nullptr;
+  const X* tgt = kProb ? static_cast<const X*>(a.target) : nullptr;
   SoftmaxCrossEntropyStats<T> st_;
+  const Stage<X> stage(p.group * K);
   double acc = 0;
   // One row per group: the next row's max is taken in this row's last pass (two independent
   // streams in one loop instead of a latency-bound max loop of its own); same operations in
@@ -496,10 +581,11 @@ double softmax_cross_entropy_rows(const SoftmaxCrossEntropyArgs<T>& a,
     st_.reset();
     for (int i = 0; i < n; ++i) {
       const i64 row = r + i;
-      const T* xr = a.x + row * K;
-      T* gr = a.grad + row * K;
+      const X* xr = a.x + row * K;
+      X* gr = a.grad + row * K;
+      T* er = stage.at(gr, i * K);
       if constexpr (!kProb) {
-        const i64 y = class_of<T, kKind>(a, row);
+        const i64 y = class_of<X, kKind>(a, row);
         if (y < 0) continue;
         st_.y[i] = y;
         st_.wy[i] = a.weight ? a.weight[y] : T(1);
@@ -512,7 +598,7 @@ double softmax_cross_entropy_rows(const SoftmaxCrossEntropyArgs<T>& a,
       // Two accumulation chains each (for_lanes2): a single chain's add latency bounds long rows.
       V sv[2] = {V::zero(), V::zero()}, uv[2] = {V::zero(), V::zero()};
       V vv[2] = {V::zero(), V::zero()};
-      const T* tr = kProb ? tgt + row * K : nullptr;
+      const X* tr = kProb ? tgt + row * K : nullptr;
       // Long rows (one per group): while this row is computed from L1, pull the next row's
       // logits and gradient lines (for writing) into the cache, one line per vector.
       const bool pf = p.group == 1 && row + 1 < p.rows;
@@ -523,7 +609,7 @@ double softmax_cross_entropy_rows(const SoftmaxCrossEntropyArgs<T>& a,
         }
         const V z = ld(xr + j, k, ninf) - vm;
         const V e = vexp_nonpos(z);
-        st(gr + j, e, k);
+        st(er + j, e, k);
         sv[q] = sv[q] + e;
         if (kProb) {
           const V w = a.weight ? ld(a.weight + j, k) : one;
@@ -541,17 +627,18 @@ double softmax_cross_entropy_rows(const SoftmaxCrossEntropyArgs<T>& a,
       if constexpr (kProb) {
         st_.u[i] = reduce_add(uv[0] + uv[1]);
       } else {
-        st_.u[i] = xr[st_.y[i]] - m;
+        st_.u[i] = widened(xr[st_.y[i]]) - m;
       }
     }
     softmax_cross_entropy_finalize(c, st_);
     for (int i = 0; i < n; ++i) {
       const i64 row = r + i;
-      T* gr = a.grad + row * K;
+      X* gr = a.grad + row * K;
+      const T* er = stage.at(gr, i * K);
       if (a.row_loss) a.row_loss[row] = st_.loss[i];
       acc += static_cast<double>(st_.loss[i]);
       const bool fuse = p.group == 1 && row + 1 < r1;
-      const T* xn = a.x + (row + 1) * K;
+      const X* xn = a.x + (row + 1) * K;
       V mv[2] = {ninf, ninf};
       const auto next_max = [&](i64 j, int k, auto q) {
         if (fuse) mv[q] = max(mv[q], ld(xn + j, k, ninf));
@@ -572,27 +659,36 @@ double softmax_cross_entropy_rows(const SoftmaxCrossEntropyArgs<T>& a,
       }
       const V al = V::set1(st_.alpha[i]), ga = V::set1(st_.gamma[i]);
       if constexpr (kProb) {
-        const T* tr = tgt + row * K;
+        const X* tr = tgt + row * K;
         for_lanes2<T>(K, [&](i64 j, int k, auto q) {
           const V w = a.weight ? ld(a.weight + j, k) : one;
           const V wt = w * fmadd(one_eps, ld(tr + j, k), eps_k);
           next_max(j, k, q);
-          st(gr + j, fnmadd(ga, wt, al * ld(gr + j, k)), k);
+          st(gr + j, fnmadd(ga, wt, al * ld(er + j, k)), k);
         });
       } else {
         if (c.smooth) {
           for_lanes2<T>(K, [&](i64 j, int k, auto q) {
             const V w = a.weight ? ld(a.weight + j, k) : one;
             next_max(j, k, q);
-            st(gr + j, fnmadd(ga, w, al * ld(gr + j, k)), k);
+            st(gr + j, fnmadd(ga, w, al * ld(er + j, k)), k);
           });
         } else {
           for_lanes2<T>(K, [&](i64 j, int k, auto q) {
             next_max(j, k, q);
-            st(gr + j, al * ld(gr + j, k), k);
+            st(gr + j, al * ld(er + j, k), k);
           });
         }
-        gr[st_.y[i]] -= st_.beta[i];
+        const i64 y = st_.y[i];
+        if constexpr (kWide<X>) {
+          // The target entry again from the float32 e, so that -beta is taken before the one
+          // rounding (p_y - 1 for p_y near 1 would otherwise lose every bit).
+          T g = st_.alpha[i] * er[y];
+          if (c.smooth) g = std::fma(-st_.gamma[i], a.weight ? a.weight[y] : T(1), g);
+          put(gr + y, g - st_.beta[i]);
+        } else {
+          gr[y] -= st_.beta[i];
+        }
       }
       done();
     }
@@ -605,8 +701,8 @@ double softmax_cross_entropy_rows(const SoftmaxCrossEntropyArgs<T>& a,
 // target entry are blends on (y == k) inside the k loops rather than per-row scalar work, and
 // the losses are summed in one double accumulator per lane (combined in lane order at the end
 // of the unit: fixed, so bitwise the same for any thread count).
-template <class T, TargetKind kKind>
-double softmax_cross_entropy_cols(const SoftmaxCrossEntropyArgs<T>& a,
+template <class X, TargetKind kKind, class T = Compute<X>>
+double softmax_cross_entropy_cols(const SoftmaxCrossEntropyArgs<X>& a,
                                   const SoftmaxCrossEntropyCtx<T>& c, const Plan& p, i64 ai, i64 b0,
                                   i64 b1) {
   using V = Vec<T>;
@@ -619,17 +715,18 @@ double softmax_cross_entropy_cols(const SoftmaxCrossEntropyArgs<T>& a,
   // Class indices compare exactly as T up to 2^digits; beyond (K > 2^24 classes in float32)
   // z_y and the target entry of the gradient are handled per lane instead.
   const bool exact = K <= (i64(1) << std::numeric_limits<T>::digits);
-  alignas(64) T yf[N], wyf[N], tmp[N];
+  alignas(64) T yf[N], wyf[N], tmp[N], tmp2[N];
   alignas(64) T loss_[N];
   i64 yi[N];
   double acc[N] = {};
+  const Stage<X> stage(K * N);
   for (i64 b = b0; b < b1; b += N) {
     const int n = static_cast<int>(std::min<i64>(N, b1 - b));
     const i64 off = ai * K * B + b;  // element (ai, 0, b)
     const i64 row0 = ai * B + b;     // row index of lane 0
-    const T* x = a.x + off;
-    T* gr = a.grad + off;
-    const T* t = kProb ? static_cast<const T*>(a.target) + off : nullptr;
+    const X* x = a.x + off;
+    X* gr = a.grad + off;
+    const X* t = kProb ? static_cast<const X*>(a.target) + off : nullptr;
     V yv = V::set1(T(-1)), wy = one;
     typename V::Mask live;
     if constexpr (kProb) {
@@ -648,12 +745,12 @@ double softmax_cross_entropy_cols(const SoftmaxCrossEntropyArgs<T>& a,
       } else {
         for (int i = 0; i < N; ++i) yf[i] = T(-1);
         for (int i = 0; i < n; ++i) {
-          const i64 y = class_of<T, kKind>(a, row0 + i);
+          const i64 y = class_of<X, kKind>(a, row0 + i);
           yf[i] = y < 0 ? T(-1) : static_cast<T>(y);
         }
       }
       if (a.weight || !exact) {
-        for (int i = 0; i < N; ++i) yi[i] = i < n ? class_of<T, kKind>(a, row0 + i) : -1;
+        for (int i = 0; i < N; ++i) yi[i] = i < n ? class_of<X, kKind>(a, row0 + i) : -1;
       }
       yv = V::load(yf);
       live = cmp_le(zero, yv);
@@ -671,7 +768,7 @@ double softmax_cross_entropy_cols(const SoftmaxCrossEntropyArgs<T>& a,
     for (i64 k = 0; k < K; ++k) {
       const V z = ld(x + k * B, n, ninf) - m;
       const V e = vexp_nonpos(z);
-      st(gr + k * B, e, n);
+      st(stage.at(gr + k * B, k * N), e, n);
       s = s + e;
       const V w = V::set1(a.weight ? a.weight[k] : T(1));
       if (kProb) {
@@ -685,7 +782,9 @@ double softmax_cross_entropy_cols(const SoftmaxCrossEntropyArgs<T>& a,
     }
     if (!kProb && !exact) {
       m.store(tmp);
-      for (int i = 0; i < N; ++i) yf[i] = i < n && yi[i] >= 0 ? x[yi[i] * B + i] - tmp[i] : T(0);
+      for (int i = 0; i < N; ++i) {
+        yf[i] = i < n && yi[i] >= 0 ? widened(x[yi[i] * B + i]) - tmp[i] : T(0);
+      }
       u = V::load(yf);
     }
     SoftmaxCrossEntropyCoef<T> f = softmax_cross_entropy_coef(c, s, u, v, g, wy);
@@ -693,7 +792,7 @@ double softmax_cross_entropy_cols(const SoftmaxCrossEntropyArgs<T>& a,
     f.loss = select(dead, zero, f.loss);
     for (i64 k = 0; k < K; ++k) {
       const V w = V::set1(a.weight ? a.weight[k] : T(1));
-      V gk = f.alpha * ld(gr + k * B, n);
+      V gk = f.alpha * ld(stage.at(gr + k * B, k * N), n);
       if (kProb) {
         gk = fnmadd(f.gamma, w * fmadd(one_eps, ld(t + k * B, n), eps_k), gk);
       } else {
@@ -704,8 +803,20 @@ double softmax_cross_entropy_cols(const SoftmaxCrossEntropyArgs<T>& a,
     }
     if (!kProb && !exact) {
       f.beta.store(tmp);
-      for (int i = 0; i < n; ++i) {
-        if (yi[i] >= 0) gr[yi[i] * B + i] -= tmp[i];
+      if constexpr (kWide<X>) {
+        // As in the rows traversal: the target entry from the float32 e, rounded once.
+        f.alpha.store(tmp2);
+        f.gamma.store(yf);
+        for (int i = 0; i < n; ++i) {
+          if (yi[i] < 0) continue;
+          T g = tmp2[i] * *stage.at(gr, yi[i] * N + i);
+          if (c.smooth) g = std::fma(-yf[i], a.weight ? a.weight[yi[i]] : T(1), g);
+          put(gr + yi[i] * B + i, g - tmp[i]);
+        }
+      } else {
+        for (int i = 0; i < n; ++i) {
+          if (yi[i] >= 0) gr[yi[i] * B + i] -= tmp[i];
+        }
       }
     }
     if (a.row_loss) st(a.row_loss + row0, f.loss, n);
@@ -717,19 +828,26 @@ double softmax_cross_entropy_cols(const SoftmaxCrossEntropyArgs<T>& a,
   return total;
 }
 
-template <class T, TargetKind kKind>
-double softmax_cross_entropy_tiled(const SoftmaxCrossEntropyArgs<T>& a,
+template <class X, TargetKind kKind, class T = Compute<X>>
+double softmax_cross_entropy_tiled(const SoftmaxCrossEntropyArgs<X>& a,
                                    const SoftmaxCrossEntropyCtx<T>& c, const Plan& p, i64 r0,
                                    i64 r1) {
   constexpr bool kProb = kKind == TargetKind::prob;
   const i64 n = r1 - r0, K = p.K;
   Scratch<T> xt(K * n), gt(K * n), tt(kProb ? K * n : 1);
   tile_in(a.x + r0 * K, xt.data(), n, K);
-  SoftmaxCrossEntropyArgs<T> b = a;
+  SoftmaxCrossEntropyArgs<T> b{};  // the T tiles' arguments; the parameters are already T
+  b.s = a.s;
+  b.kind = a.kind;
+  b.weight = a.weight;
+  b.ignore_index = a.ignore_index;
+  b.label_smoothing = a.label_smoothing;
+  b.row_scale = a.row_scale;
+  b.loss_sum = a.loss_sum;
   b.x = xt.data();
   b.grad = gt.data();
   if constexpr (kProb) {
-    tile_in(static_cast<const T*>(a.target) + r0 * K, tt.data(), n, K);
+    tile_in(static_cast<const X*>(a.target) + r0 * K, tt.data(), n, K);
     b.target = tt.data();
   } else if constexpr (kKind == TargetKind::i32) {
     b.target = static_cast<const std::int32_t*>(a.target) + r0;
@@ -743,8 +861,9 @@ double softmax_cross_entropy_tiled(const SoftmaxCrossEntropyArgs<T>& a,
   return acc;
 }
 
-template <class T, TargetKind kKind>
-void softmax_cross_entropy_impl(const SoftmaxCrossEntropyArgs<T>& a) {
+template <class X, TargetKind kKind>
+void softmax_cross_entropy_impl(const SoftmaxCrossEntropyArgs<X>& a) {
+  using T = Compute<X>;
   const Plan p = make_plan<T>(a.s);
   *a.loss_sum = 0;
   if (p.K == 0 && a.row_loss) std::fill(a.row_loss, a.row_loss + p.rows, T(0));
@@ -764,16 +883,16 @@ void softmax_cross_entropy_impl(const SoftmaxCrossEntropyArgs<T>& a) {
   c.W = static_cast<T>(W);
   c.scale = static_cast<T>(a.row_scale);
   Scratch<double> usum(p.units);
-  const int nt = threads<T>(p, 2);
+  const int nt = threads<X>(p, 2);
   parallel_for(p.units, nt, [&](i64 u) {
     unit_range(
         p, u,
         [&](i64 r0, i64 r1) {
-          usum[u] = p.tiled ? softmax_cross_entropy_tiled<T, kKind>(a, c, p, r0, r1)
-                            : softmax_cross_entropy_rows<T, kKind>(a, c, p, r0, r1);
+          usum[u] = p.tiled ? softmax_cross_entropy_tiled<X, kKind>(a, c, p, r0, r1)
+                            : softmax_cross_entropy_rows<X, kKind>(a, c, p, r0, r1);
         },
         [&](i64 ai, i64 b0, i64 b1) {
-          usum[u] = softmax_cross_entropy_cols<T, kKind>(a, c, p, ai, b0, b1);
+          usum[u] = softmax_cross_entropy_cols<X, kKind>(a, c, p, ai, b0, b1);
         });
   });
   double total = 0;
@@ -781,8 +900,8 @@ void softmax_cross_entropy_impl(const SoftmaxCrossEntropyArgs<T>& a) {
   *a.loss_sum = total;
 }
 
-template <class T>
-void softmax_cross_entropy(const SoftmaxCrossEntropyArgs<T>& a) {
+template <class X>
+void softmax_cross_entropy(const SoftmaxCrossEntropyArgs<X>& a) {
   BNFAST_SM_EXPECT_SHAPE(a.s);
   const i64 rows = a.s.A * a.s.B, n = rows * a.s.C;
   BNFAST_EXPECT(a.x != nullptr && a.target != nullptr && a.grad != nullptr && a.loss_sum);
@@ -794,20 +913,21 @@ void softmax_cross_entropy(const SoftmaxCrossEntropyArgs<T>& a) {
   BNFAST_EXPECT_FITS(a.row_loss, a.n_row_loss, rows);
   switch (a.kind) {
     case TargetKind::i32:
-      return softmax_cross_entropy_impl<T, TargetKind::i32>(a);
+      return softmax_cross_entropy_impl<X, TargetKind::i32>(a);
     case TargetKind::i64:
-      return softmax_cross_entropy_impl<T, TargetKind::i64>(a);
+      return softmax_cross_entropy_impl<X, TargetKind::i64>(a);
     case TargetKind::prob:
-      return softmax_cross_entropy_impl<T, TargetKind::prob>(a);
+      return softmax_cross_entropy_impl<X, TargetKind::prob>(a);
   }
 }
 
 // ---- exp / log over arrays (for measuring vmath.h) -------------------------------------------
 
-template <class T>
-void exp_array(const T* x, T* y, i64 n) {
+template <class X>
+void exp_array(const X* x, X* y, i64 n) {
+  using T = Compute<X>;
   BNFAST_EXPECT(n >= 0);
-  const int nt = threads_for(n * static_cast<i64>(sizeof(T)) * 2);
+  const int nt = threads_for(n * static_cast<i64>(sizeof(X)) * 2);
   const i64 chunk = 1 << 14, units = (n + chunk - 1) / chunk;
   parallel_for(units, nt, [&](i64 u) {
     const i64 o = u * chunk;
@@ -816,10 +936,11 @@ void exp_array(const T* x, T* y, i64 n) {
   });
 }
 
-template <class T>
-void log_array(const T* x, T* y, i64 n) {
+template <class X>
+void log_array(const X* x, X* y, i64 n) {
+  using T = Compute<X>;
   BNFAST_EXPECT(n >= 0);
-  const int nt = threads_for(n * static_cast<i64>(sizeof(T)) * 2);
+  const int nt = threads_for(n * static_cast<i64>(sizeof(X)) * 2);
   const i64 chunk = 1 << 14, units = (n + chunk - 1) / chunk;
   parallel_for(units, nt, [&](i64 u) {
     const i64 o = u * chunk;
@@ -851,6 +972,8 @@ SoftmaxKernels softmax_kernels() {
            &exp_array<float>, &log_array<float>},
           {&softmax<double>, &softmax_backward<double>, &softmax_cross_entropy<double>,
            &exp_array<double>, &log_array<double>},
+          {&softmax<bf16>, &softmax_backward<bf16>, &softmax_cross_entropy<bf16>, &exp_array<bf16>,
+           &log_array<bf16>},
           &check_targets<std::int32_t>,
           &check_targets<std::int64_t>};
 }

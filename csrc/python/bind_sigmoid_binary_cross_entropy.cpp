@@ -1,20 +1,28 @@
 // Bindings of the sigmoid binary cross-entropy kernels: checks, output allocation, GIL release,
 // one table call.
+//
+// bfloat16 logits (X = bf16): targets must be bfloat16 too (the Python layer converts them) and
+// the gradient is bfloat16; losses are float32, and so are weight, pos_weight and a per-element
+// grad_output (P = Compute<X>), which may also be bfloat16 (widened exactly); float64 ones are
+// a TypeError.
+#include <vector>
+
 #include "bnfast/sigmoid_binary_cross_entropy.h"
 #include "common.h"
+#include "params.h"
 
 namespace bnfast {
 namespace bind {
 namespace {
 
 // A broadcast parameter (weight, pos_weight): length n (full) or C (the last axis).
-template <class T>
-const T* broadcast_param(const py::object& obj, i64 n, i64 C, const char* name, bool* full,
-                         i64* extent) {
+template <class X>
+const Compute<X>* broadcast_param(const py::object& obj, i64 n, i64 C, const char* name, bool* full,
+                                  i64* extent, std::vector<Compute<X>>& holder) {
   *full = false;
   if (is_none(obj)) return nullptr;
   py::array a = as_array(obj, name);
-  const T* p = in_ptr<T>(a, name);
+  const Compute<X>* p = param_array<X>(a, name, holder);
   *extent = a.size();
   if (a.size() == n && a.ndim() != 1) {
     *full = true;
@@ -29,23 +37,25 @@ const T* broadcast_param(const py::object& obj, i64 n, i64 C, const char* name, 
   return p;
 }
 
-template <class T>
+template <class X>
 py::tuple sigmoid_binary_cross_entropy(const py::array& x, const py::array& y,
                                        const py::object& weight, const py::object& pos_weight,
                                        Reduction reduction, const py::object& grad_output,
                                        const py::object& out) {
-  SigmoidBinaryCrossEntropyArgs<T> a{};
-  a.x = in_ptr<T>(x, "logits");
+  using P = Compute<X>;
+  SigmoidBinaryCrossEntropyArgs<X> a{};
+  a.x = in_ptr<X>(x, "logits");
   a.n_x = x.size();
   check_shape(y, shape_of(x), "targets");
-  a.y = in_ptr<T>(y, "targets");
+  a.y = in_ptr<X>(y, "targets");
   a.n_y = y.size();
   a.n = x.size();
   a.C = x.ndim() == 0 ? 1 : x.shape(x.ndim() - 1);
-  a.weight = broadcast_param<T>(weight, a.n, a.C, "weight", &a.weight_full, &a.n_weight);
-  a.pos_weight =
-      broadcast_param<T>(pos_weight, a.n, a.C, "pos_weight", &a.pos_weight_full, &a.n_pos_weight);
-  py::array grad = output_like<T>(out, x, "out");
+  std::vector<P> w_holder, pw_holder, go_holder;
+  a.weight = broadcast_param<X>(weight, a.n, a.C, "weight", &a.weight_full, &a.n_weight, w_holder);
+  a.pos_weight = broadcast_param<X>(pos_weight, a.n, a.C, "pos_weight", &a.pos_weight_full,
+                                    &a.n_pos_weight, pw_holder);
+  py::array grad = output_like<X>(out, x, "out");
   check_no_overlap(grad, "out", x, "logits", true);
   check_no_overlap(grad, "out", y, "targets", true);
   for (const py::object* o : {&weight, &pos_weight}) {
@@ -58,29 +68,29 @@ py::tuple sigmoid_binary_cross_entropy(const py::array& x, const py::array& y,
     if (!is_none(grad_output)) {
       py::array go = as_array(grad_output, "grad_output");
       check_shape(go, shape_of(x), "grad_output");
-      a.grad_output = in_ptr<T>(go, "grad_output");
+      a.grad_output = param_array<X>(go, "grad_output", go_holder);
       a.n_grad_output = go.size();
       check_no_overlap(grad, "out", go, "grad_output", true);
     }
-    loss_arr = empty<T>(shape_of(x));
-    a.elem_loss = static_cast<T*>(loss_arr.mutable_data());
+    loss_arr = empty<P>(shape_of(x));
+    a.elem_loss = static_cast<P*>(loss_arr.mutable_data());
     a.n_elem_loss = loss_arr.size();
   } else if (!is_none(grad_output)) {
     go_scalar = grad_output.cast<double>();
   }
   const double n = static_cast<double>(a.n);
   a.elem_scale = reduction == Reduction::mean ? go_scalar / n : go_scalar;
-  a.grad = static_cast<T*>(grad.mutable_data());
+  a.grad = static_cast<X*>(grad.mutable_data());
   a.n_grad = grad.size();
   double sum = 0;
   a.loss_sum = &sum;
   {
     py::gil_scoped_release nogil;
-    by_type<T>(sigmoid_binary_cross_entropy_kernels_active()).sigmoid_binary_cross_entropy(a);
+    by_type<X>(sigmoid_binary_cross_entropy_kernels_active()).sigmoid_binary_cross_entropy(a);
   }
   if (reduction == Reduction::none) return py::make_tuple(loss_arr, grad);
-  py::array_t<T> l(std::vector<py::ssize_t>{});
-  *l.mutable_data() = static_cast<T>(reduction == Reduction::mean ? sum / n : sum);
+  py::array_t<P> l(std::vector<py::ssize_t>{});
+  *l.mutable_data() = static_cast<P>(reduction == Reduction::mean ? sum / n : sum);
   return py::make_tuple(l, grad);
 }
 
@@ -95,7 +105,7 @@ void bind_sigmoid_binary_cross_entropy(py::module_& m) {
         const Reduction r = parse_reduction(reduction);
         py::array x = as_array(x_, "logits");
         py::array y = as_array(y_, "targets");
-        return dispatch_dtype_f32_f64(float_dtype(x, "logits"), [&](auto t) {
+        return dispatch_dtype(float_dtype(x, "logits"), [&](auto t) {
           return sigmoid_binary_cross_entropy<typename decltype(t)::type>(x, y, weight, pos_weight,
                                                                           r, grad_output, out);
         });

@@ -1,58 +1,65 @@
 // Bindings of the softmax / softmax cross-entropy kernels: checks (targets validated before
 // anything is written), output allocation, GIL release, one table call.
+//
+// bfloat16 logits (X = bf16): softmax outputs, gradients and probability targets are bfloat16
+// (the logits' dtype object); losses are float32 (as PyTorch's autocast computes
+// cross_entropy), and so are the class weights and a per-row grad_output (P = Compute<X>),
+// which may also be given as bfloat16 (widened exactly). float64 ones are a TypeError.
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "bnfast/softmax.h"
 #include "common.h"
+#include "params.h"
 
 namespace bnfast {
 
 namespace bind {
 namespace {
 
-template <class T>
-const SoftmaxFns<T>& fns() {
-  return by_type<T>(softmax_kernels_active());
+template <class X>
+const SoftmaxFns<X>& fns() {
+  return by_type<X>(softmax_kernels_active());
 }
 
-template <class T>
+template <class X>
 py::array softmax(const py::array& x, int axis, bool log, const py::object& out) {
-  SoftmaxArgs<T> a{};
+  SoftmaxArgs<X> a{};
   a.s = view3(x, axis, "x", nullptr, true);
-  a.x = in_ptr<T>(x, "x");
+  a.x = in_ptr<X>(x, "x");
   a.n_x = x.size();
   a.log = log;
-  py::array y = output_like<T>(out, x, "out");
+  py::array y = output_like<X>(out, x, "out");
   check_no_overlap(y, "out", x, "x", true);
-  a.y = static_cast<T*>(y.mutable_data());
+  a.y = static_cast<X*>(y.mutable_data());
   a.n_y = y.size();
   {
     py::gil_scoped_release nogil;
-    fns<T>().softmax(a);
+    fns<X>().softmax(a);
   }
   return y;
 }
 
-template <class T>
+template <class X>
 py::array softmax_backward(const py::array& y, const py::array& dy, int axis, bool log,
                            const py::object& out) {
-  SoftmaxBackwardArgs<T> a{};
+  SoftmaxBackwardArgs<X> a{};
   a.s = view3(y, axis, "y", nullptr, true);
-  a.y = in_ptr<T>(y, "y");
+  a.y = in_ptr<X>(y, "y");
   a.n_y = y.size();
   check_shape(dy, shape_of(y), "dy");
-  a.dy = in_ptr<T>(dy, "dy");
+  a.dy = in_ptr<X>(dy, "dy");
   a.n_dy = dy.size();
   a.log = log;
-  py::array dx = output_like<T>(out, y, "out");
+  py::array dx = output_like<X>(out, y, "out");
   check_no_overlap(dx, "out", y, "y", true);
   check_no_overlap(dx, "out", dy, "dy", true);
-  a.dx = static_cast<T*>(dx.mutable_data());
+  a.dx = static_cast<X*>(dx.mutable_data());
   a.n_dx = dx.size();
   {
     py::gil_scoped_release nogil;
-    fns<T>().softmax_backward(a);
+    fns<X>().softmax_backward(a);
   }
   return dx;
 }
@@ -71,8 +78,8 @@ std::string index_str(i64 flat, const std::vector<i64>& shape) {
 
 // Validates class targets (each in [0, K) or ignore_index) and returns the mean's divisor: the
 // sum of the weights of the rows kept (their count without weights).
-template <class T, class Y>
-double check_targets(const Y* t, i64 rows, i64 K, i64 ignore, const T* w,
+template <class P, class Y>
+double check_targets(const Y* t, i64 rows, i64 K, i64 ignore, const P* w,
                      const std::vector<i64>& shape) {
   // One vectorized pass in the active ISA; the first bad row is looked for only on error.
   const SoftmaxKernels& ks = softmax_kernels_active();
@@ -104,15 +111,16 @@ double check_targets(const Y* t, i64 rows, i64 K, i64 ignore, const T* w,
   return d;
 }
 
-template <class T>
+template <class X>
 py::tuple softmax_cross_entropy(const py::array& x, const py::array& target, int axis,
                                 const py::object& weight, i64 ignore_index, Reduction reduction,
                                 double label_smoothing, const py::object& grad_output,
                                 const py::object& out) {
-  SoftmaxCrossEntropyArgs<T> a{};
+  using P = Compute<X>;
+  SoftmaxCrossEntropyArgs<X> a{};
   std::vector<i64> rest;
   a.s = view3(x, axis, "logits", &rest);
-  a.x = in_ptr<T>(x, "logits");
+  a.x = in_ptr<X>(x, "logits");
   a.n_x = x.size();
   const i64 K = a.s.C, rows = a.s.A * a.s.B;
   check_finite(label_smoothing, "label_smoothing");
@@ -120,18 +128,24 @@ py::tuple softmax_cross_entropy(const py::array& x, const py::array& target, int
     throw py::value_error("label_smoothing must be in [0, 1], got " +
                           std::to_string(label_smoothing));
   }
-  a.weight = channel_in<T>(weight, K, "weight", &a.n_weight);
+  std::vector<P> weight_holder, go_holder;
+  if (!is_none(weight)) {
+    py::array w = as_array(weight, "weight");
+    check_shape(w, {K}, "weight");
+    a.weight = param_array<X>(w, "weight", weight_holder);
+    a.n_weight = w.size();
+  }
   a.n_target = target.size();
   a.ignore_index = ignore_index;
   a.label_smoothing = label_smoothing;
   const char kind = target.dtype().kind();
   double divisor;
-  if (kind == 'f') {
+  if (kind == 'f' || is_bf16(target.dtype())) {
     if (shape_of(target) != shape_of(x)) {
       throw py::value_error("probability target must have the logits' shape " +
                             shape_str(shape_of(x)) + ", got " + shape_str(shape_of(target)));
     }
-    a.target = in_ptr<T>(target, "target");
+    a.target = in_ptr<X>(target, "target");
     a.kind = TargetKind::prob;
     // PyTorch's divisor is numel / K: with no classes, 0 / 0 (a NaN mean, as there).
     divisor = K == 0 ? 0.0 : static_cast<double>(rows);
@@ -148,18 +162,18 @@ py::tuple softmax_cross_entropy(const py::array& x, const py::array& target, int
     a.target = target.data();
     if (target.itemsize() == 4) {
       a.kind = TargetKind::i32;
-      divisor = check_targets<T>(static_cast<const std::int32_t*>(a.target), rows, K, ignore_index,
+      divisor = check_targets<P>(static_cast<const std::int32_t*>(a.target), rows, K, ignore_index,
                                  a.weight, rest);
     } else {
       a.kind = TargetKind::i64;
-      divisor = check_targets<T>(static_cast<const std::int64_t*>(a.target), rows, K, ignore_index,
+      divisor = check_targets<P>(static_cast<const std::int64_t*>(a.target), rows, K, ignore_index,
                                  a.weight, rest);
     }
   } else {
     throw py::type_error("target must be int32/int64 class indices or float probabilities, got " +
                          dtype_name(target));
   }
-  py::array grad = output_like<T>(out, x, "out");
+  py::array grad = output_like<X>(out, x, "out");
   check_no_overlap(grad, "out", x, "logits", false);
   check_no_overlap(grad, "out", target, "target", false);
   if (!is_none(weight)) check_no_overlap(grad, "out", as_array(weight, "weight"), "weight", false);
@@ -169,44 +183,44 @@ py::tuple softmax_cross_entropy(const py::array& x, const py::array& target, int
     if (!is_none(grad_output)) {
       py::array go = as_array(grad_output, "grad_output");
       check_shape(go, rest, "grad_output");
-      a.grad_output = in_ptr<T>(go, "grad_output");
+      a.grad_output = param_array<X>(go, "grad_output", go_holder);
       a.n_grad_output = go.size();
       check_no_overlap(grad, "out", go, "grad_output", false);
     }
-    row_loss = empty<T>(rest);
-    a.row_loss = static_cast<T*>(row_loss.mutable_data());
+    row_loss = empty<P>(rest);
+    a.row_loss = static_cast<P*>(row_loss.mutable_data());
     a.n_row_loss = row_loss.size();
   } else if (!is_none(grad_output)) {
     go_scalar = grad_output.cast<double>();
   }
   a.row_scale =
       reduction == Reduction::mean ? (divisor != 0 ? go_scalar / divisor : 0.0) : go_scalar;
-  a.grad = static_cast<T*>(grad.mutable_data());
+  a.grad = static_cast<X*>(grad.mutable_data());
   a.n_grad = grad.size();
   double sum = 0;
   a.loss_sum = &sum;
   {
     py::gil_scoped_release nogil;
-    fns<T>().softmax_cross_entropy(a);
+    fns<X>().softmax_cross_entropy(a);
   }
   if (reduction == Reduction::none) return py::make_tuple(row_loss, grad);
   double loss = sum;
   if (reduction == Reduction::mean)
     loss = divisor != 0 ? sum / divisor : std::numeric_limits<double>::quiet_NaN();
-  py::array_t<T> l(std::vector<py::ssize_t>{});
-  *l.mutable_data() = static_cast<T>(loss);
+  py::array_t<P> l(std::vector<py::ssize_t>{});
+  *l.mutable_data() = static_cast<P>(loss);
   return py::make_tuple(l, grad);
 }
 
-template <class T>
+template <class X>
 py::array vmath(const py::array& x, bool log) {
-  const T* px = in_ptr<T>(x, "x");
-  py::array y = empty<T>(shape_of(x));
-  T* py_ = static_cast<T*>(y.mutable_data());
+  const X* px = in_ptr<X>(x, "x");
+  py::array y = empty_as(shape_of(x), x);
+  X* py_ = static_cast<X*>(y.mutable_data());
   const i64 n = x.size();
   {
     py::gil_scoped_release nogil;
-    (log ? fns<T>().log : fns<T>().exp)(px, py_, n);
+    (log ? fns<X>().log : fns<X>().exp)(px, py_, n);
   }
   return y;
 }
@@ -220,7 +234,7 @@ void bind_softmax(py::module_& m) {
         log ? "log_softmax" : "softmax",
         [log](py::object x_, int axis, py::object out) {
           py::array x = as_array(x_, "x");
-          return dispatch_dtype_f32_f64(float_dtype(x, "x"), [&](auto t) {
+          return dispatch_dtype(float_dtype(x, "x"), [&](auto t) {
             return softmax<typename decltype(t)::type>(x, axis, log, out);
           });
         },
@@ -230,7 +244,7 @@ void bind_softmax(py::module_& m) {
         [log](py::object y_, py::object dy_, int axis, py::object out) {
           py::array y = as_array(y_, "y");
           py::array dy = as_array(dy_, "dy");
-          return dispatch_dtype_f32_f64(float_dtype(y, "y"), [&](auto t) {
+          return dispatch_dtype(float_dtype(y, "y"), [&](auto t) {
             return softmax_backward<typename decltype(t)::type>(y, dy, axis, log, out);
           });
         },
@@ -243,7 +257,7 @@ void bind_softmax(py::module_& m) {
         const Reduction r = parse_reduction(reduction);
         py::array x = as_array(x_, "logits");
         py::array target = as_array(t_, "target");
-        return dispatch_dtype_f32_f64(float_dtype(x, "logits"), [&](auto t) {
+        return dispatch_dtype(float_dtype(x, "logits"), [&](auto t) {
           return softmax_cross_entropy<typename decltype(t)::type>(
               x, target, axis, weight, ignore_index, r, label_smoothing, grad_output, out);
         });
@@ -256,7 +270,7 @@ void bind_softmax(py::module_& m) {
         log ? "vmath_log" : "vmath_exp",
         [log](py::object x_) {
           py::array x = as_array(x_, "x");
-          return dispatch_dtype_f32_f64(float_dtype(x, "x"),
+          return dispatch_dtype(float_dtype(x, "x"),
                                 [&](auto t) { return vmath<typename decltype(t)::type>(x, log); });
         },
         arg("x"));
