@@ -16,9 +16,17 @@ _F32, _F64 = FLOAT_DTYPES
 BFLOAT16_BITS = np.dtype([("bfloat16", "<u2")])
 
 
+_BF16_SEEN: set[np.dtype] = {BFLOAT16_BITS}
+
+
 def is_bfloat16(dt: np.dtype) -> bool:
     """Whether ``dt`` is a bfloat16 dtype the kernels take (ml_dtypes' or the bits view)."""
-    return dt.kind == "V" and dt.itemsize == 2 and (dt.name == "bfloat16" or dt == BFLOAT16_BITS)
+    if dt in _BF16_SEEN:  # hashing a dtype is cheap; its name builds a string
+        return True
+    if dt.kind == "V" and dt.itemsize == 2 and dt.name == "bfloat16":
+        _BF16_SEEN.add(dt)
+        return True
+    return False
 
 
 def bfloat16() -> np.dtype:

@@ -40,7 +40,8 @@ def round_bfloat16(a: np.ndarray) -> np.ndarray:
     every ISA follows)."""
     import ml_dtypes
 
-    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    a = np.asarray(a, dtype=np.float32)
+    u = np.ascontiguousarray(a).view(np.uint32).reshape(a.shape)
     hi = u >> 16
     r = (u + 0x7FFF + (hi & 1)) >> 16
     r = np.where((u & 0x7FFFFFFF) > 0x7F800000, hi | 0x40, r)

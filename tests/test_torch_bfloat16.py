@@ -165,7 +165,7 @@ def _train(convert, steps, autocast=True, seed=0):
             loss = ce(net(x), t)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return np.array(losses)
 
 

@@ -20,32 +20,6 @@ const BatchNormFns<T>& fns() {
   return by_type<T>(batch_norm_kernels_active());
 }
 
-// Per-channel arrays of bfloat16 data may be float32 or bfloat16; anything else names both.
-template <class X>
-void check_param_dtype(const py::object& obj, const char* name) {
-  if constexpr (std::is_same<X, bf16>::value) {
-    if (is_none(obj)) return;
-    const py::array a = as_array(obj, name);
-    if (!has_dtype<float>(a) && !is_bf16(a.dtype())) {
-      throw py::type_error(std::string(name) +
-                           " must be float32 or bfloat16 when x is bfloat16, got " + dtype_name(a));
-    }
-  }
-}
-
-// A read-only per-channel array for the kernel: of Compute<X>, or (bfloat16 x) a bfloat16 one
-// widened into `holder`.
-template <class X>
-const Compute<X>* param(const py::object& obj, i64 C, const char* name,
-                        std::vector<Compute<X>>& holder, i64* extent) {
-  check_param_dtype<X>(obj, name);
-  if constexpr (std::is_same<X, bf16>::value) {
-    return param_in<float>(obj, C, name, holder, extent);
-  } else {
-    return channel_in<X>(obj, C, name, extent);
-  }
-}
-
 // A per-channel array updated in place (running statistics). A bfloat16 one (beside bfloat16
 // x) is updated through the float32 copy in `wide`, which write_back() rounds into it.
 template <class X>
@@ -57,8 +31,8 @@ struct ChannelOut {
 
   P* get(const py::object& obj, i64 C, const char* name, const py::array& x, i64* extent) {
     if (is_none(obj)) return nullptr;
-    check_param_dtype<X>(obj, name);
     array = as_array(obj, name);
+    check_param_dtype<X>(array, name);
     check_shape(array, {C}, name);
     P* p = nullptr;
     if constexpr (std::is_same<X, bf16>::value) {
@@ -105,8 +79,8 @@ py::tuple batch_norm_train(const py::array& x, int axis, const py::object& weigh
   if (eps < 0) throw py::value_error("eps must be >= 0");
   const i64 C = a.s.C;
   std::vector<P> hw, hb;
-  a.weight = param<X>(weight, C, "weight", hw, &a.n_weight);
-  a.bias = param<X>(bias, C, "bias", hb, &a.n_bias);
+  a.weight = param_vector<X>(weight, C, "weight", hw, &a.n_weight);
+  a.bias = param_vector<X>(bias, C, "bias", hb, &a.n_bias);
   ChannelOut<X> rm, rv;
   a.running_mean = rm.get(running_mean, C, "running_mean", x, &a.n_running_mean);
   a.running_var = rv.get(running_var, C, "running_var", x, &a.n_running_var);
@@ -150,10 +124,10 @@ py::tuple batch_norm_eval(const py::array& x, int axis, const py::object& weight
   if (eps < 0) throw py::value_error("eps must be >= 0");
   const i64 C = a.s.C;
   std::vector<P> hw, hb, hm, hv;
-  a.weight = param<X>(weight, C, "weight", hw, &a.n_weight);
-  a.bias = param<X>(bias, C, "bias", hb, &a.n_bias);
-  a.running_mean = param<X>(running_mean, C, "running_mean", hm, &a.n_running_mean);
-  a.running_var = param<X>(running_var, C, "running_var", hv, &a.n_running_var);
+  a.weight = param_vector<X>(weight, C, "weight", hw, &a.n_weight);
+  a.bias = param_vector<X>(bias, C, "bias", hb, &a.n_bias);
+  a.running_mean = param_vector<X>(running_mean, C, "running_mean", hm, &a.n_running_mean);
+  a.running_var = param_vector<X>(running_var, C, "running_var", hv, &a.n_running_var);
   if (!a.running_mean || !a.running_var) {
     throw py::value_error("running_mean and running_var are required in evaluation mode");
   }
@@ -190,10 +164,10 @@ py::tuple batch_norm_backward(const py::array& dy, const py::array& x, int axis,
   a.n_dy = dy.size();
   const i64 C = a.s.C;
   std::vector<P> hm, hs, hw;
-  a.mean = param<X>(mean, C, "mean", hm, &a.n_mean);
-  a.invstd = param<X>(invstd, C, "invstd", hs, &a.n_invstd);
+  a.mean = param_vector<X>(mean, C, "mean", hm, &a.n_mean);
+  a.invstd = param_vector<X>(invstd, C, "invstd", hs, &a.n_invstd);
   if (!a.mean || !a.invstd) throw py::value_error("mean and invstd are required");
-  a.weight = param<X>(weight, C, "weight", hw, &a.n_weight);
+  a.weight = param_vector<X>(weight, C, "weight", hw, &a.n_weight);
   a.training = training;
   if (training) check_values_per_channel(a.s, x);
   py::array dx = output_like<X>(out, x, "out");

@@ -9,7 +9,6 @@
 
 #include "bnfast/sigmoid_binary_cross_entropy.h"
 #include "common.h"
-#include "params.h"
 
 namespace bnfast {
 namespace bind {

@@ -11,7 +11,6 @@
 
 #include "bnfast/softmax.h"
 #include "common.h"
-#include "params.h"
 
 namespace bnfast {
 

@@ -41,10 +41,18 @@ enum class Dtype { f32, f64, bf16 };
 // of the input they are like.
 inline bool is_bf16(const py::dtype& d) {
   if (d.kind() != 'V' || d.itemsize() != 2) return false;
-  if (py::str(d).cast<std::string>() == "bfloat16") return true;
+  // The last dtype objects recognised, held: comparing names builds strings (~1 us a call, three
+  // checks per kernel call), where arrays of one dtype share its object.
+  static PyObject* seen[2] = {nullptr, nullptr};
+  if (d.ptr() == seen[0] || d.ptr() == seen[1]) return true;
   const py::object names = d.attr("names");
-  return !names.is_none() && py::len(names) == 1 &&
-         py::str(py::tuple(names)[0]).cast<std::string>() == "bfloat16";
+  const bool bits = !names.is_none() && py::len(names) == 1 &&
+                    py::str(py::tuple(names)[0]).cast<std::string>() == "bfloat16";
+  if (!bits && py::str(d).cast<std::string>() != "bfloat16") return false;
+  PyObject*& slot = seen[bits ? 1 : 0];
+  Py_XDECREF(slot);
+  slot = d.inc_ref().ptr();
+  return true;
 }
 
 // float32, float64 or bfloat16, else TypeError.
@@ -259,22 +267,47 @@ const T* channel_in(const py::object& obj, i64 n, const char* name, i64* extent 
   return in_ptr<T>(a, name);
 }
 
-// A read-only vector of length n of P (a per-channel or per-class parameter, P = float32 beside
-// bfloat16 data): an array of P as it is, or a bfloat16 one widened into `holder` (PyTorch
-// accepts bfloat16 parameters there too); nullptr for None. *extent receives its length.
-template <class P>
-const P* param_in(const py::object& obj, i64 n, const char* name, std::vector<P>& holder,
-                  i64* extent = nullptr) {
+// Parameter arrays beside data of storage type X have element type P = Compute<X>: float32
+// beside bfloat16 data, where a bfloat16 parameter is also taken (PyTorch accepts both; widening
+// is exact). float64 beside bfloat16 data is refused rather than narrowed without being asked.
+template <class X>
+inline void check_param_dtype(const py::array& a, const char* name) {
+  if constexpr (std::is_same<X, bf16>::value) {
+    if (!has_dtype<float>(a) && !is_bf16(a.dtype())) {
+      throw py::type_error(std::string(name) +
+                           " must be float32 or bfloat16 beside bfloat16 data, got " +
+                           dtype_name(a));
+    }
+  }
+}
+
+// The elements of read-only parameter array `a` (shape checked by the caller) as P: a P array as
+// it is, a bfloat16 one (beside bfloat16 data) widened into `holder`.
+template <class X>
+const Compute<X>* param_array(const py::array& a, const char* name,
+                              std::vector<Compute<X>>& holder) {
+  check_param_dtype<X>(a, name);
+  if constexpr (std::is_same<X, bf16>::value) {
+    if (is_bf16(a.dtype())) {
+      const bf16* p = in_ptr<bf16>(a, name);
+      holder.resize(static_cast<std::size_t>(a.size()));
+      for (i64 i = 0; i < a.size(); ++i) holder[i] = widen(p[i]);
+      return holder.data();
+    }
+  }
+  return in_ptr<Compute<X>>(a, name);
+}
+
+// A nullable read-only parameter vector of length n (per channel, per class) as P; *extent (if
+// given) receives its element count, for the kernel's entry contract.
+template <class X>
+const Compute<X>* param_vector(const py::object& obj, i64 n, const char* name,
+                               std::vector<Compute<X>>& holder, i64* extent = nullptr) {
   if (is_none(obj)) return nullptr;
-  py::array a = as_array(obj, name);
-  if (!std::is_same<P, float>::value || !is_bf16(a.dtype()))
-    return channel_in<P>(obj, n, name, extent);
+  const py::array a = as_array(obj, name);
   check_shape(a, {n}, name);
-  const bf16* p = in_ptr<bf16>(a, name);
-  holder.resize(static_cast<std::size_t>(n));
-  for (i64 i = 0; i < n; ++i) holder[i] = static_cast<P>(widen(p[i]));
-  if (extent) *extent = n;
-  return holder.data();
+  if (extent) *extent = a.size();
+  return param_array<X>(a, name, holder);
 }
 
 // How a loss is reduced over its elements (rows): crosses from Python as its name.
