@@ -170,6 +170,26 @@ ParamOut<P> param_out(const TensorList<P, G, S>& t, i64 i, i64 off) {
   return o;
 }
 
+// Multiply-adds of the update kernels: fused on every ISA for bfloat16 parameters. The scalar
+// target has no FMA instruction and its fmadd rounds twice, which would change the last bit of
+// some float32 results and so, now and then, their rounding to bfloat16: a bfloat16 parameter
+// must come out the same on every ISA (stochastic rounding's promise above all). There the
+// scalar target pays for std::fma (a library call); float32 and float64 keep its fast form.
+template <class P, class T>
+inline Vec<T> madd(Vec<T> a, Vec<T> b, Vec<T> c) {
+#if defined(BNFAST_TARGET_SCALAR)
+  if constexpr (std::is_same<P, bf16>::value) return {std::fma(a.v, b.v, c.v)};
+#endif
+  return fmadd(a, b, c);
+}
+template <class P, class T>
+inline Vec<T> nmadd(Vec<T> a, Vec<T> b, Vec<T> c) {
+#if defined(BNFAST_TARGET_SCALAR)
+  if constexpr (std::is_same<P, bf16>::value) return {std::fma(-a.v, b.v, c.v)};
+#endif
+  return fnmadd(a, b, c);
+}
+
 // ---- SGD ----------------------------------------------------------------------------------
 
 template <class P, class G, class S, bool WD, bool MOM, bool NEST, bool FIRST>
@@ -188,14 +208,14 @@ void sgd_impl(const SgdArgs<P, G, S>& a, Flags<WD, MOM, NEST, FIRST>) {
     for_lanes<T>(len, [&](i64 j, int k) {
       const V pv = ld(p + j, k);
       V d = ld(g + j, k);
-      if (WD) d = fmadd(wd, pv, d);
+      if (WD) d = madd<P>(wd, pv, d);
       if (MOM) {
-        V bv = FIRST ? d : fmadd(mu, ld(b + j, k), omd * d);
+        V bv = FIRST ? d : madd<P>(mu, ld(b + j, k), omd * d);
         st(b + j, bv, k);
         if (std::is_same<S, bf16>::value) bv = ld(b + j, k);  // step with the buffer kept
-        d = NEST ? fmadd(mu, bv, d) : bv;
+        d = NEST ? madd<P>(mu, bv, d) : bv;
       }
-      out.put(j, fnmadd(lr, d, pv), k);
+      out.put(j, nmadd<P>(lr, d, pv), k);
     });
   });
 }
@@ -222,10 +242,10 @@ void momentum(const MomentumArgs<P, G, S>& a) {
     const G* g = t.grad[i] + off;
     S* v = t.s0[i] + off;
     for_lanes<T>(len, [&](i64 j, int k) {
-      V vv = fmadd(beta, ld(v + j, k), omb * ld(g + j, k));
+      V vv = madd<P>(beta, ld(v + j, k), omb * ld(g + j, k));
       st(v + j, vv, k);
       if (std::is_same<S, bf16>::value) vv = ld(v + j, k);
-      out.put(j, fnmadd(lr, vv, ld(p + j, k)), k);
+      out.put(j, nmadd<P>(lr, vv, ld(p + j, k)), k);
     });
   });
 }
@@ -252,26 +272,26 @@ void rmsprop_impl(const RmspropArgs<P, G, S>& a, Flags<WD, CENT, MOM>) {
     for_lanes<T>(len, [&](i64 j, int k) {
       const V pv = ld(p + j, k);
       V d = ld(g + j, k);
-      if (WD) d = fmadd(wd, pv, d);
-      V s = fmadd(alpha, ld(sq + j, k), oma * (d * d));
+      if (WD) d = madd<P>(wd, pv, d);
+      V s = madd<P>(alpha, ld(sq + j, k), oma * (d * d));
       st(sq + j, s, k);
       if (kRound) s = ld(sq + j, k);
       V avg;
       if (CENT) {
-        V m = fmadd(alpha, ld(ga + j, k), oma * d);
+        V m = madd<P>(alpha, ld(ga + j, k), oma * d);
         st(ga + j, m, k);
         if (kRound) m = ld(ga + j, k);
-        avg = sqrt(fnmadd(m, m, s)) + eps;
+        avg = sqrt(nmadd<P>(m, m, s)) + eps;
       } else {
         avg = sqrt(s) + eps;
       }
       V u = d / avg;
       if (MOM) {
-        u = fmadd(mu, ld(buf + j, k), u);
+        u = madd<P>(mu, ld(buf + j, k), u);
         st(buf + j, u, k);
         if (kRound) u = ld(buf + j, k);
       }
-      out.put(j, fnmadd(lr, u, pv), k);
+      out.put(j, nmadd<P>(lr, u, pv), k);
     });
   });
 }
@@ -312,10 +332,10 @@ void adam_impl(const AdamArgs<P, G, S>& a, Flags<WD, DECOUPLED, AMS>) {
       if (DECOUPLED) {
         pv = pv * decay;
       } else if (WD) {
-        d = fmadd(wd, pv, d);
+        d = madd<P>(wd, pv, d);
       }
-      V mv = fmadd(b1, ld(m + j, k), omb1 * d);
-      V vv = fmadd(b2, ld(v + j, k), omb2 * (d * d));
+      V mv = madd<P>(b1, ld(m + j, k), omb1 * d);
+      V vv = madd<P>(b2, ld(v + j, k), omb2 * (d * d));
       st(m + j, mv, k);
       st(v + j, vv, k);
       // bfloat16 state: the step uses the state as kept (rounded), as PyTorch's does.
@@ -327,8 +347,8 @@ void adam_impl(const AdamArgs<P, G, S>& a, Flags<WD, DECOUPLED, AMS>) {
         vv = max(ld(vmax + j, k), vv);  // the second operand wins on NaN: v's NaN propagates
         st(vmax + j, vv, k);
       }
-      const V denom = fmadd(sqrt(vv), inv_bc2_sqrt, eps);
-      out.put(j, fnmadd(step_size, mv / denom, pv), k);
+      const V denom = madd<P>(sqrt(vv), inv_bc2_sqrt, eps);
+      out.put(j, nmadd<P>(step_size, mv / denom, pv), k);
     });
   });
 }
