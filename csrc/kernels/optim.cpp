@@ -190,6 +190,22 @@ inline Vec<T> nmadd(Vec<T> a, Vec<T> b, Vec<T> c) {
   return fnmadd(a, b, c);
 }
 
+// A new state value v as its storage S keeps it: for bfloat16 state, rounded to nearest even
+// and widened back in registers (the step then uses the state as stored, as PyTorch's does);
+// stored to s.
+template <class S, class T>
+BNFAST_FLATTEN inline Vec<T> keep_state(S* s, Vec<T> v, int k) {
+  if constexpr (std::is_same<S, bf16>::value) {
+#if defined(BNFAST_TARGET_SCALAR)
+    v = {widen(round_bf16(v.v))};
+#else
+    v = {widen_bf16(round_bf16(v))};
+#endif
+  }
+  st(s, v, k);
+  return v;
+}
+
 // ---- SGD ----------------------------------------------------------------------------------
 
 template <class P, class G, class S, bool WD, bool MOM, bool NEST, bool FIRST>
@@ -210,9 +226,7 @@ void sgd_impl(const SgdArgs<P, G, S>& a, Flags<WD, MOM, NEST, FIRST>) {
       V d = ld(g + j, k);
       if (WD) d = madd<P>(wd, pv, d);
       if (MOM) {
-        V bv = FIRST ? d : madd<P>(mu, ld(b + j, k), omd * d);
-        st(b + j, bv, k);
-        if (std::is_same<S, bf16>::value) bv = ld(b + j, k);  // step with the buffer kept
+        const V bv = keep_state(b + j, FIRST ? d : madd<P>(mu, ld(b + j, k), omd * d), k);
         d = NEST ? madd<P>(mu, bv, d) : bv;
       }
       out.put(j, nmadd<P>(lr, d, pv), k);
@@ -242,9 +256,7 @@ void momentum(const MomentumArgs<P, G, S>& a) {
     const G* g = t.grad[i] + off;
     S* v = t.s0[i] + off;
     for_lanes<T>(len, [&](i64 j, int k) {
-      V vv = madd<P>(beta, ld(v + j, k), omb * ld(g + j, k));
-      st(v + j, vv, k);
-      if (std::is_same<S, bf16>::value) vv = ld(v + j, k);
+      const V vv = keep_state(v + j, madd<P>(beta, ld(v + j, k), omb * ld(g + j, k)), k);
       out.put(j, nmadd<P>(lr, vv, ld(p + j, k)), k);
     });
   });
@@ -261,7 +273,6 @@ void rmsprop_impl(const RmspropArgs<P, G, S>& a, Flags<WD, CENT, MOM>) {
   const V oma = V::set1(static_cast<T>(1.0 - a.alpha));
   const V eps = V::set1(static_cast<T>(a.eps)), mu = V::set1(static_cast<T>(a.momentum));
   const TensorList<P, G, S>& t = a.t;
-  constexpr bool kRound = std::is_same<S, bf16>::value;
   for_units(t.count, t.numel, elem_bytes<P, G, S>(1 + CENT + MOM), [&](i64 i, i64 off, i64 len) {
     const ParamOut<P> out = param_out(t, i, off);
     const P* p = out.p;
@@ -273,23 +284,17 @@ void rmsprop_impl(const RmspropArgs<P, G, S>& a, Flags<WD, CENT, MOM>) {
       const V pv = ld(p + j, k);
       V d = ld(g + j, k);
       if (WD) d = madd<P>(wd, pv, d);
-      V s = madd<P>(alpha, ld(sq + j, k), oma * (d * d));
-      st(sq + j, s, k);
-      if (kRound) s = ld(sq + j, k);
+      const V s = keep_state(sq + j, madd<P>(alpha, ld(sq + j, k), oma * (d * d)), k);
       V avg;
       if (CENT) {
-        V m = madd<P>(alpha, ld(ga + j, k), oma * d);
-        st(ga + j, m, k);
-        if (kRound) m = ld(ga + j, k);
+        const V m = keep_state(ga + j, madd<P>(alpha, ld(ga + j, k), oma * d), k);
         avg = sqrt(nmadd<P>(m, m, s)) + eps;
       } else {
         avg = sqrt(s) + eps;
       }
       V u = d / avg;
       if (MOM) {
-        u = madd<P>(mu, ld(buf + j, k), u);
-        st(buf + j, u, k);
-        if (kRound) u = ld(buf + j, k);
+        u = keep_state(buf + j, madd<P>(mu, ld(buf + j, k), u), k);
       }
       out.put(j, nmadd<P>(lr, u, pv), k);
     });
@@ -318,7 +323,6 @@ void adam_impl(const AdamArgs<P, G, S>& a, Flags<WD, DECOUPLED, AMS>) {
   const V b2 = V::set1(static_cast<T>(a.beta2)), omb2 = V::set1(static_cast<T>(1.0 - a.beta2));
   const V eps = V::set1(static_cast<T>(a.eps));
   const TensorList<P, G, S>& tl = a.t;
-  constexpr bool kRound = std::is_same<S, bf16>::value;
   for_units(tl.count, tl.numel, elem_bytes<P, G, S>(AMS ? 3 : 2), [&](i64 i, i64 off, i64 len) {
     const ParamOut<P> out = param_out(tl, i, off);
     const P* p = out.p;
@@ -334,15 +338,8 @@ void adam_impl(const AdamArgs<P, G, S>& a, Flags<WD, DECOUPLED, AMS>) {
       } else if (WD) {
         d = madd<P>(wd, pv, d);
       }
-      V mv = madd<P>(b1, ld(m + j, k), omb1 * d);
-      V vv = madd<P>(b2, ld(v + j, k), omb2 * (d * d));
-      st(m + j, mv, k);
-      st(v + j, vv, k);
-      // bfloat16 state: the step uses the state as kept (rounded), as PyTorch's does.
-      if (kRound) {
-        mv = ld(m + j, k);
-        vv = ld(v + j, k);
-      }
+      const V mv = keep_state(m + j, madd<P>(b1, ld(m + j, k), omb1 * d), k);
+      V vv = keep_state(v + j, madd<P>(b2, ld(v + j, k), omb2 * (d * d)), k);
       if (AMS) {
         vv = max(ld(vmax + j, k), vv);  // the second operand wins on NaN: v's NaN propagates
         st(vmax + j, vv, k);
