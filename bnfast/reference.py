@@ -433,9 +433,11 @@ def adam(
     return mode.param_out(new), mode.state_out(m), mode.state_out(v), mode.state_out(vmax)
 
 
-# Stochastic rounding of bfloat16 parameters, the kernels' counter-based random bits: SplitMix64
-# finalizers (mix64) of key = mix64(mix64(seed + G (step + 1)) + G (tensor + 1)), then of
-# key + G (element + 1), low 16 bits, with G = 0x9e3779b97f4a7c15 and arithmetic mod 2^64.
+# Stochastic rounding of bfloat16 parameters, the kernels' counter-based random bits (csrc's
+# optim.cpp): with G = 0x9e3779b97f4a7c15 and arithmetic mod 2^64 (mod 2^32 in lowbias32),
+# key = mix64(mix64(seed + G (step + 1)) + G (tensor + 1)); for element e,
+# k32 = mix64(key + G ((e >> 32) + 1)) mod 2^32 and its bits = lowbias32(k32 + e mod 2^32)
+# mod 2^16, with mix64 SplitMix64's finalizer and lowbias32 Wellons' 32-bit hash.
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -445,6 +447,14 @@ def _mix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def _lowbias32(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
 def stochastic_bits(seed: int, step: int, tensor: int, n: int) -> np.ndarray:
     """The 16 random bits (uint32 values < 2^16) of elements ``0..n-1`` of the parameter at
     position ``tensor`` in the optimizer's list, at step ``step`` with seed ``seed``."""
@@ -452,8 +462,12 @@ def stochastic_bits(seed: int, step: int, tensor: int, n: int) -> np.ndarray:
         one = np.ones(1, np.uint64)
         key = _mix64(np.uint64(seed) + _GOLDEN * (np.uint64(step) + one))
         key = _mix64(key + _GOLDEN * (np.uint64(tensor) + one))
-        e = np.arange(1, n + 1, dtype=np.uint64)
-        return (_mix64(key + _GOLDEN * e) & np.uint64(0xFFFF)).astype(np.uint32)
+        e = np.arange(n, dtype=np.uint64)
+        k32 = (_mix64(key + _GOLDEN * ((e >> np.uint64(32)) + one)) & np.uint64(0xFFFFFFFF)).astype(
+            np.uint32
+        )
+        x = k32 + (e & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        return _lowbias32(x) & np.uint32(0xFFFF)
 
 
 def round_bfloat16_stochastic(a: np.ndarray, bits: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "bnfast/contract.h"
@@ -109,11 +110,16 @@ constexpr i64 elem_bytes(int states) {
   return 2 * i64(sizeof(P)) + i64(sizeof(G)) + 2 * states * i64(sizeof(S));
 }
 
-// Stochastic rounding's random bits (bnfast.reference.stochastic_bits mirrors them): SplitMix64
-// finalizers of a key per (seed, step, tensor), then of key + golden * (element + 1) per
-// element, the low 16 bits kept. Counter-based: an element's bits depend on nothing else, so
-// any split of the work into units and threads, and every ISA, rounds identically.
+// Stochastic rounding's random bits (bnfast.reference.stochastic_bits mirrors them). Keys:
+// key = mix64(mix64(seed + G (step + 1)) + G (tensor + 1)) per (seed, step, tensor), and per
+// 2^32 elements k32 = low 32 bits of mix64(key + G ((e >> 32) + 1)), with G = SplitMix64's
+// golden gamma; element e's 16 bits are the low half of lowbias32(k32 + (e mod 2^32)), a 32-bit
+// integer hash (Wellons' "lowbias32": xorshift-multiply, full avalanche) that vectorizes on
+// every ISA. Counter-based: an element's bits depend on nothing else, so any split of the work
+// into units and threads, and every ISA, rounds identically. A unit never crosses a multiple of
+// 2^32 elements (kBlock divides it), so k32 is one per unit.
 constexpr std::uint64_t kGolden = 0x9e3779b97f4a7c15ull;
+static_assert((std::int64_t{1} << 32) % kBlock == 0, "a unit must not cross 2^32 elements");
 
 inline std::uint64_t tensor_key(const Rounding& r, i64 i) {
   const auto t = static_cast<std::uint64_t>(r.index ? r.index[i] : i);
@@ -121,8 +127,89 @@ inline std::uint64_t tensor_key(const Rounding& r, i64 i) {
   return mix64(mix64(r.seed + kGolden * (step + 1)) + kGolden * (t + 1));
 }
 
-inline std::uint32_t stochastic_bits(std::uint64_t key, i64 e) {
-  return static_cast<std::uint32_t>(mix64(key + kGolden * (static_cast<std::uint64_t>(e) + 1)));
+inline std::uint32_t unit_key(std::uint64_t key, i64 off) {
+  return static_cast<std::uint32_t>(
+      mix64(key + kGolden * ((static_cast<std::uint64_t>(off) >> 32) + 1)));
+}
+
+// 32-bit integer lanes beside Vec<float> (the hash and the bit-level rounding need adds and
+// multiplies that vec.h's float vectors do not offer). select_special(v, t): v where v is
+// zero, subnormal, infinite or NaN (rounded by the rules of bfloat16.h), else the lanes t.
+#if defined(BNFAST_TARGET_SCALAR)
+using IVec = std::uint32_t;
+inline IVec iset1(std::uint32_t x) { return x; }
+inline IVec iota() { return 0; }
+inline IVec iadd(IVec a, IVec b) { return a + b; }
+inline IVec imul(IVec a, IVec b) { return a * b; }
+inline IVec ixor(IVec a, IVec b) { return a ^ b; }
+inline IVec iand(IVec a, IVec b) { return a & b; }
+template <int N>
+inline IVec isrl(IVec a) {
+  return a >> N;
+}
+inline IVec ibits(Vec<float> v) { return float_bits(v.v); }
+inline Vec<float> select_special(Vec<float> v, IVec t) {
+  const std::uint32_t e = float_bits(v.v) & 0x7f800000u;
+  return {e == 0 || e == 0x7f800000u ? v.v : bits_float(t)};
+}
+#elif defined(BNFAST_TARGET_AVX2)
+using IVec = __m256i;
+inline IVec iset1(std::uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
+inline IVec iota() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+inline IVec iadd(IVec a, IVec b) { return _mm256_add_epi32(a, b); }
+inline IVec imul(IVec a, IVec b) { return _mm256_mullo_epi32(a, b); }
+inline IVec ixor(IVec a, IVec b) { return _mm256_xor_si256(a, b); }
+inline IVec iand(IVec a, IVec b) { return _mm256_and_si256(a, b); }
+template <int N>
+inline IVec isrl(IVec a) {
+  return _mm256_srli_epi32(a, N);
+}
+inline IVec ibits(Vec<float> v) { return _mm256_castps_si256(v.v); }
+inline Vec<float> select_special(Vec<float> v, IVec t) {
+  const IVec e = iand(ibits(v), iset1(0x7f800000u));
+  const IVec special = _mm256_or_si256(_mm256_cmpeq_epi32(e, _mm256_setzero_si256()),
+                                       _mm256_cmpeq_epi32(e, iset1(0x7f800000u)));
+  return {_mm256_castsi256_ps(_mm256_blendv_epi8(t, ibits(v), special))};
+}
+#else  // AVX-512
+using IVec = __m512i;
+inline IVec iset1(std::uint32_t x) { return _mm512_set1_epi32(static_cast<int>(x)); }
+inline IVec iota() {
+  return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+inline IVec iadd(IVec a, IVec b) { return _mm512_add_epi32(a, b); }
+inline IVec imul(IVec a, IVec b) { return _mm512_mullo_epi32(a, b); }
+inline IVec ixor(IVec a, IVec b) { return _mm512_xor_si512(a, b); }
+inline IVec iand(IVec a, IVec b) { return _mm512_and_si512(a, b); }
+template <int N>
+inline IVec isrl(IVec a) {
+  return _mm512_srli_epi32(a, N);
+}
+inline IVec ibits(Vec<float> v) { return _mm512_castps_si512(v.v); }
+inline Vec<float> select_special(Vec<float> v, IVec t) {
+  const IVec e = iand(ibits(v), iset1(0x7f800000u));
+  const __mmask16 special = _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512()) |
+                            _mm512_cmpeq_epi32_mask(e, iset1(0x7f800000u));
+  return {_mm512_castsi512_ps(_mm512_mask_blend_epi32(special, t, ibits(v)))};
+}
+#endif
+
+inline IVec lowbias32(IVec x) {
+  x = ixor(x, isrl<16>(x));
+  x = imul(x, iset1(0x7feb352du));
+  x = ixor(x, isrl<15>(x));
+  x = imul(x, iset1(0x846ca68bu));
+  return ixor(x, isrl<16>(x));
+}
+
+// v rounded stochastically, as a float32 that bfloat16 holds exactly (so that the rounding
+// store after it changes nothing): 16 random bits added below bfloat16's last place, the sum
+// truncated (round_bf16_stochastic of bfloat16.h, lane by lane); e32 = the lanes' element
+// numbers mod 2^32.
+inline Vec<float> round_stochastic(Vec<float> v, IVec e32, std::uint32_t k32) {
+  const IVec r = iand(lowbias32(iadd(e32, iset1(k32))), iset1(0xffffu));
+  const IVec t = iand(iadd(ibits(v), r), iset1(0xffff0000u));
+  return select_special(v, t);
 }
 
 // Where one unit's updated parameters go: P storage (bfloat16: rounded to nearest even, or
@@ -132,20 +219,14 @@ struct ParamOut {
   P* p;        // the unit's first parameter
   bf16* copy;  // the unit's first element of the bfloat16 copy, or nullptr
   bool stochastic;
-  std::uint64_t key;
-  i64 off;  // the unit's offset in its tensor: element numbers for the hash
+  std::uint32_t k32;  // the unit's hash key
+  std::uint32_t e0;   // the unit's first element number mod 2^32
 
   void put(i64 j, Vec<Compute<P>> v, int k) const {
     if constexpr (std::is_same<P, bf16>::value) {
       if (stochastic) {
-        // The hash is 64-bit integer work per element: a scalar loop over the computed lanes
-        // (bitwise the same on every ISA; the update itself stays vectorized).
-        alignas(64) float lanes[Vec<float>::N];
-        v.store(lanes);
-        for (int l = 0; l < k; ++l) {
-          p[j + l] = round_bf16_stochastic(lanes[l], stochastic_bits(key, off + j + l));
-        }
-        return;
+        const IVec e = iadd(iset1(e0 + static_cast<std::uint32_t>(j)), iota());
+        v = round_stochastic(v, e, k32);
       }
     }
     if constexpr (std::is_same<P, float>::value) {
@@ -157,14 +238,14 @@ struct ParamOut {
 
 template <class P, class G, class S>
 ParamOut<P> param_out(const TensorList<P, G, S>& t, i64 i, i64 off) {
-  ParamOut<P> o{t.param[i] + off, nullptr, false, 0, off};
+  ParamOut<P> o{t.param[i] + off, nullptr, false, 0, static_cast<std::uint32_t>(off)};
   if constexpr (std::is_same<P, float>::value) {
     if (t.param_bf16 != nullptr && t.param_bf16[i] != nullptr) o.copy = t.param_bf16[i] + off;
   }
   if constexpr (std::is_same<P, bf16>::value) {
     if (t.rounding.stochastic) {
       o.stochastic = true;
-      o.key = tensor_key(t.rounding, i);
+      o.k32 = unit_key(tensor_key(t.rounding, i), off);
     }
   }
   return o;
@@ -190,20 +271,28 @@ inline Vec<T> nmadd(Vec<T> a, Vec<T> b, Vec<T> c) {
   return fnmadd(a, b, c);
 }
 
-// A new state value v as its storage S keeps it: for bfloat16 state, rounded to nearest even
-// and widened back in registers (the step then uses the state as stored, as PyTorch's does);
-// stored to s.
+// A new state value v stored to s and returned as its storage S keeps it: for bfloat16 state,
+// rounded to nearest even (once: a full vector stores the packed result itself) and widened
+// back in registers, so the step uses the state as stored, as PyTorch's does.
 template <class S, class T>
 BNFAST_FLATTEN inline Vec<T> keep_state(S* s, Vec<T> v, int k) {
   if constexpr (std::is_same<S, bf16>::value) {
 #if defined(BNFAST_TARGET_SCALAR)
-    v = {widen(round_bf16(v.v))};
+    *s = round_bf16(v.v);
+    return {widen(*s)};
 #else
-    v = {widen_bf16(round_bf16(v))};
+    const auto h = round_bf16(v);  // the packed bfloat16 lanes
+    if (k == Vec<float>::N) {
+      std::memcpy(s, &h, sizeof(h));
+    } else {
+      st(s, v, k);
+    }
+    return {widen_bf16(h)};
 #endif
+  } else {
+    st(s, v, k);
+    return v;
   }
-  st(s, v, k);
-  return v;
 }
 
 // ---- SGD ----------------------------------------------------------------------------------
