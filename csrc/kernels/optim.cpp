@@ -345,8 +345,9 @@ void momentum(const MomentumArgs<P, G, S>& a) {
     const G* g = t.grad[i] + off;
     S* v = t.s0[i] + off;
     for_lanes<T>(len, [&](i64 j, int k) {
+      const V pv = ld(p + j, k);  // every load before the first store (see adam_impl)
       const V vv = keep_state(v + j, madd<P>(beta, ld(v + j, k), omb * ld(g + j, k)), k);
-      out.put(j, nmadd<P>(lr, vv, ld(p + j, k)), k);
+      out.put(j, nmadd<P>(lr, vv, pv), k);
     });
   });
 }
@@ -372,18 +373,21 @@ void rmsprop_impl(const RmspropArgs<P, G, S>& a, Flags<WD, CENT, MOM>) {
     for_lanes<T>(len, [&](i64 j, int k) {
       const V pv = ld(p + j, k);
       V d = ld(g + j, k);
+      const V sq0 = ld(sq + j, k);  // every load before the first store (see adam_impl)
+      const V ga0 = CENT ? ld(ga + j, k) : sq0;
+      const V buf0 = MOM ? ld(buf + j, k) : sq0;
       if (WD) d = madd<P>(wd, pv, d);
-      const V s = keep_state(sq + j, madd<P>(alpha, ld(sq + j, k), oma * (d * d)), k);
+      const V s = keep_state(sq + j, madd<P>(alpha, sq0, oma * (d * d)), k);
       V avg;
       if (CENT) {
-        const V m = keep_state(ga + j, madd<P>(alpha, ld(ga + j, k), oma * d), k);
+        const V m = keep_state(ga + j, madd<P>(alpha, ga0, oma * d), k);
         avg = sqrt(nmadd<P>(m, m, s)) + eps;
       } else {
         avg = sqrt(s) + eps;
       }
       V u = d / avg;
       if (MOM) {
-        u = keep_state(buf + j, madd<P>(mu, ld(buf + j, k), u), k);
+        u = keep_state(buf + j, madd<P>(mu, buf0, u), k);
       }
       out.put(j, nmadd<P>(lr, u, pv), k);
     });
@@ -420,17 +424,21 @@ void adam_impl(const AdamArgs<P, G, S>& a, Flags<WD, DECOUPLED, AMS>) {
     S* v = tl.s1[i] + off;
     S* vmax = AMS ? tl.s2[i] + off : nullptr;
     for_lanes<T>(len, [&](i64 j, int k) {
+      // Every load before the first store: the arrays' equal offsets within a page would
+      // otherwise make a load look dependent on the store before it (4K aliasing).
       V pv = ld(p + j, k);
       V d = ld(g + j, k);
+      const V m0 = ld(m + j, k), v0 = ld(v + j, k);
+      const V vmax0 = AMS ? ld(vmax + j, k) : v0;
       if (DECOUPLED) {
         pv = pv * decay;
       } else if (WD) {
         d = madd<P>(wd, pv, d);
       }
-      const V mv = keep_state(m + j, madd<P>(b1, ld(m + j, k), omb1 * d), k);
-      V vv = keep_state(v + j, madd<P>(b2, ld(v + j, k), omb2 * (d * d)), k);
+      const V mv = keep_state(m + j, madd<P>(b1, m0, omb1 * d), k);
+      V vv = keep_state(v + j, madd<P>(b2, v0, omb2 * (d * d)), k);
       if (AMS) {
-        vv = max(ld(vmax + j, k), vv);  // the second operand wins on NaN: v's NaN propagates
+        vv = max(vmax0, vv);  // the second operand wins on NaN: v's NaN propagates
         st(vmax + j, vv, k);
       }
       const V denom = madd<P>(sqrt(vv), inv_bc2_sqrt, eps);
