@@ -78,7 +78,9 @@ def _param_list(params: Params) -> tuple[list[np.ndarray], list[str] | None]:
         if not isinstance(p, np.ndarray):
             raise TypeError(f"{label} must be a numpy.ndarray, got {type(p).__name__}")
         if p.dtype not in FLOAT_DTYPES and not is_bfloat16(p.dtype):
-            raise TypeError(f"{label} must be float32, float64 or bfloat16, got {p.dtype}")
+            raise TypeError(
+                f"{label} must be float32 or float64, or a bfloat16 dtype, got {p.dtype}"
+            )
         if not p.flags.c_contiguous:
             raise ValueError(f"{label} must be C-contiguous (it is updated in place)")
         if not p.flags.writeable:
