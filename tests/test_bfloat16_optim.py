@@ -255,6 +255,10 @@ def test_stochastic_rounding_bits_are_the_documented_hash(isa):
     sizes = [20000, 3, 0, 4099]
     params = [bf16(rng.uniform(1, 2, size=n)) for n in sizes]
     grads = [bf16(rng.uniform(-0.01, 0.01, size=n)) for n in sizes]
+    # Infinities, NaN and subnormals round as to nearest (subnormals to signed zero).
+    params[1][:] = bf16([np.inf, np.nan, 0.0])
+    params[1].view(np.uint16)[2] = 0x8001  # the negative bfloat16 subnormal closest to 0
+    grads[1][:] = 0
     exact = [(widen(p) - widen(g)).astype(np.float32) for p, g in zip(params, grads)]
     seed, step = 2**63 + 12345, 17
     _core.sgd_update(

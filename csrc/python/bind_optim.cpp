@@ -258,7 +258,6 @@ Collected collect(std::vector<ListArg>& lists) {
   std::vector<Dtype> dts(nl);
   std::vector<const py::array*> items(nl);
   for (py::ssize_t i = 0; i < n; ++i) {
-    const size_t first = c.keep.size();
     // Every list's item and dtype first: a tensor's combination needs them all.
     for (size_t l = 0; l < nl; ++l) {
       items[l] = nullptr;
@@ -282,7 +281,6 @@ Collected collect(std::vector<ListArg>& lists) {
         dts[l] = float_dtype(a, item_name(lists[l].name, i).c_str());
       }
     }
-    (void)first;
     const py::array& p = *items[0];
     const auto* pp = py::detail::array_proxy(p.ptr());
     PyObject* const pdescr = pp->descr;
