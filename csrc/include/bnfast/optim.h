@@ -22,8 +22,8 @@ namespace bnfast {
 
 // How an updated bfloat16 parameter is rounded. Stochastic rounding draws 16 random bits per
 // element from a counter-based hash of (seed, step, index[i], element): reproducible, and the
-// same bits for any thread count and every ISA (see stochastic_bits in optim.cpp, mirrored by
-// bnfast.reference.stochastic_bits). Ignored unless P is bf16.
+// same bits for any thread count and every ISA (the hash: optim.cpp, above round_stochastic;
+// bnfast.reference.stochastic_bits mirrors it). Ignored unless P is bf16.
 struct Rounding {
   bool stochastic;
   std::uint64_t seed;
