@@ -25,11 +25,13 @@ __all__ = [
     "rmsprop",
     "rmsprop_course",
     "round_bfloat16",
+    "round_bfloat16_stochastic",
     "sgd",
     "sigmoid_binary_cross_entropy",
     "softmax",
     "softmax_backward",
     "softmax_cross_entropy",
+    "stochastic_bits",
 ]
 
 
@@ -208,6 +210,67 @@ def batch_norm_backward(
 # ---- optimizers ---------------------------------------------------------------------------
 # One tensor per call, functional: the updated parameter and state are returned as new arrays
 # (the inputs are not modified). Evaluate in float64 by passing float64 arrays.
+#
+# bfloat16 parameters (ml_dtypes.bfloat16, or bnfast's bits view): the inputs are widened to
+# float64 and the formula is evaluated there; each new state value is kept as the kernels keep
+# it, in float32 (``state_dtype="float32"``, the default) or bfloat16 (``"bfloat16"``, what
+# PyTorch keeps; each state is rounded to nearest even, and the step uses it as rounded), and
+# the new parameter is rounded to bfloat16 once. ``state_dtype=None`` takes the dtype of the
+# state arrays given.
+
+
+def _is_bf16(dt: np.dtype) -> bool:
+    return (
+        dt.kind == "V" and dt.itemsize == 2 and (dt.name == "bfloat16" or dt.names == ("bfloat16",))
+    )
+
+
+def _widen(a: np.ndarray | None) -> np.ndarray | None:
+    """float64 values of ``a``; bfloat16 (either dtype) widened exactly."""
+    if a is None:
+        return None
+    a = np.asarray(a)
+    if _is_bf16(a.dtype):
+        bits = np.ascontiguousarray(a).view(np.uint16).astype(np.uint32) << 16
+        return bits.view(np.float32).astype(np.float64)
+    return a.astype(np.float64)
+
+
+class _Bf16Step:
+    """How one optimizer step treats a bfloat16 parameter (``on``) and its state."""
+
+    def __init__(self, param: np.ndarray, states: tuple, state_dtype: str | None) -> None:
+        self.on = _is_bf16(np.asarray(param).dtype)
+        if state_dtype is None:
+            given = [np.asarray(x).dtype for x in states if x is not None]
+            state_dtype = "bfloat16" if given and _is_bf16(given[0]) else "float32"
+        if state_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"state_dtype must be 'float32' or 'bfloat16', got {state_dtype!r}")
+        self.bf16_state = state_dtype == "bfloat16"
+
+    def keep(self, x: np.ndarray | None) -> np.ndarray | None:
+        """A new state value as stored (rounded to the state dtype), back in float64."""
+        if not self.on or x is None:
+            return x
+        if self.bf16_state:
+            return _widen(round_bfloat16(x))
+        return x.astype(np.float32).astype(np.float64)
+
+    def state_out(self, x: np.ndarray | None) -> np.ndarray | None:
+        if not self.on or x is None:
+            return x
+        return round_bfloat16(x) if self.bf16_state else x.astype(np.float32)
+
+    def param_out(self, x: np.ndarray) -> np.ndarray:
+        return round_bfloat16(x) if self.on else x
+
+
+def _bf16_step(param, grad, states, state_dtype):  # type: ignore[no-untyped-def]
+    """(mode, param, grad, states): bfloat16 parameters' inputs widened to float64."""
+    mode = _Bf16Step(param, states, state_dtype)
+    if mode.on:
+        return mode, _widen(param), _widen(grad), tuple(_widen(x) for x in states)
+    return mode, param, grad, states
 
 
 def sgd(
@@ -219,6 +282,8 @@ def sgd(
     dampening: float = 0.0,
     nesterov: bool = False,
     weight_decay: float = 0.0,
+    *,
+    state_dtype: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     r"""One step of SGD with PyTorch's options.
 
@@ -229,25 +294,33 @@ def sgd(
         w \leftarrow w - \alpha \cdot (\text{nesterov} ? g + \mu b : b)
 
     Without momentum (:math:`\mu = 0`) the step is :math:`w - \alpha g` and no buffer is kept.
+    ``state_dtype``: bfloat16 parameters only (see above).
 
     Returns
     -------
     param, momentum_buffer
     """
+    mode, param, grad, (momentum_buffer,) = _bf16_step(param, grad, (momentum_buffer,), state_dtype)
     g = grad + weight_decay * param if weight_decay != 0 else grad
     buf = None
     if momentum != 0:
-        buf = (
+        buf = mode.keep(
             g.copy()
             if momentum_buffer is None
             else momentum * momentum_buffer + (1 - dampening) * g
         )
         g = g + momentum * buf if nesterov else buf
-    return param - lr * g, buf
+    return mode.param_out(param - lr * g), mode.state_out(buf)
 
 
 def momentum_course(
-    param: np.ndarray, grad: np.ndarray, velocity: np.ndarray, lr: float, beta: float = 0.9
+    param: np.ndarray,
+    grad: np.ndarray,
+    velocity: np.ndarray,
+    lr: float,
+    beta: float = 0.9,
+    *,
+    state_dtype: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Gradient descent with momentum as the course teaches it.
 
@@ -257,14 +330,15 @@ def momentum_course(
     ``v`` starts at 0 and is an exponentially weighted average of the gradients (no bias
     correction). PyTorch's SGD keeps :math:`b = \beta b + g` instead: the two give the same
     trajectory when PyTorch's learning rate is :math:`\alpha (1 - \beta)`, since then
-    :math:`b = v / (1 - \beta)` at every step.
+    :math:`b = v / (1 - \beta)` at every step. ``state_dtype``: bfloat16 parameters only.
 
     Returns
     -------
     param, velocity
     """
-    v = beta * velocity + (1 - beta) * grad
-    return param - lr * v, v
+    mode, param, grad, (velocity,) = _bf16_step(param, grad, (velocity,), state_dtype)
+    v = mode.keep(beta * velocity + (1 - beta) * grad)
+    return mode.param_out(param - lr * v), mode.state_out(v)
 
 
 def rmsprop(
@@ -279,6 +353,8 @@ def rmsprop(
     weight_decay: float = 0.0,
     momentum: float = 0.0,
     centered: bool = False,
+    *,
+    state_dtype: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     r"""One step of RMSprop with PyTorch's options.
 
@@ -289,25 +365,30 @@ def rmsprop(
         \quad b \leftarrow \mu b + g / d, \quad w \leftarrow w - \alpha_{lr} b
 
     (without momentum, :math:`w \leftarrow w - \alpha_{lr} g / d`). ``eps`` is outside the
-    square root, as in PyTorch.
+    square root, as in PyTorch. ``state_dtype``: bfloat16 parameters only.
 
     Returns
     -------
     param, square_avg, grad_avg, momentum_buffer
     """
+    mode, param, grad, (square_avg, grad_avg, momentum_buffer) = _bf16_step(
+        param, grad, (square_avg, grad_avg, momentum_buffer), state_dtype
+    )
     g = grad + weight_decay * param if weight_decay != 0 else grad
-    sq = alpha * square_avg + (1 - alpha) * g * g
+    sq = mode.keep(alpha * square_avg + (1 - alpha) * g * g)
     ga = None
     if centered:
-        ga = alpha * grad_avg + (1 - alpha) * g
+        ga = mode.keep(alpha * grad_avg + (1 - alpha) * g)
         avg = np.sqrt(sq - ga * ga) + eps
     else:
         avg = np.sqrt(sq) + eps
     buf = None
     if momentum > 0:
-        buf = momentum * momentum_buffer + g / avg
-        return param - lr * buf, sq, ga, buf
-    return param - lr * g / avg, sq, ga, buf
+        buf = mode.keep(momentum * momentum_buffer + g / avg)
+        new = param - lr * buf
+    else:
+        new = param - lr * g / avg
+    return mode.param_out(new), mode.state_out(sq), mode.state_out(ga), mode.state_out(buf)
 
 
 def rmsprop_course(
@@ -317,6 +398,8 @@ def rmsprop_course(
     lr: float,
     beta2: float = 0.999,
     eps: float = 1e-8,
+    *,
+    state_dtype: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""RMSprop as the course writes it.
 
@@ -330,8 +413,9 @@ def rmsprop_course(
     -------
     param, s
     """
-    s = beta2 * s + (1 - beta2) * grad**2
-    return param - lr * grad / (np.sqrt(s) + eps), s
+    mode, param, grad, (s,) = _bf16_step(param, grad, (s,), state_dtype)
+    s = mode.keep(beta2 * s + (1 - beta2) * grad**2)
+    return mode.param_out(param - lr * grad / (np.sqrt(s) + eps)), mode.state_out(s)
 
 
 def adam(
@@ -347,6 +431,8 @@ def adam(
     weight_decay: float = 0.0,
     amsgrad: bool = False,
     decoupled: bool = False,
+    *,
+    state_dtype: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     r"""One step of Adam (``decoupled=False``) or AdamW (``decoupled=True``) at step ``t >= 1``.
 
@@ -359,23 +445,79 @@ def adam(
         w \leftarrow w - \frac{\alpha}{1 - \beta_1^t}
         \frac{m}{\sqrt{\hat v} / \sqrt{1 - \beta_2^t} + \epsilon}
 
+    ``state_dtype``: bfloat16 parameters only (see above).
+
     Returns
     -------
     param, exp_avg, exp_avg_sq, max_exp_avg_sq
     """
+    mode, param, grad, (exp_avg, exp_avg_sq, max_exp_avg_sq) = _bf16_step(
+        param, grad, (exp_avg, exp_avg_sq, max_exp_avg_sq), state_dtype
+    )
     beta1, beta2 = betas
     if decoupled:
         param = param * (1 - lr * weight_decay)
         g = grad
     else:
         g = grad + weight_decay * param if weight_decay != 0 else grad
-    m = beta1 * exp_avg + (1 - beta1) * g
-    v = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    m = mode.keep(beta1 * exp_avg + (1 - beta1) * g)
+    v = mode.keep(beta2 * exp_avg_sq + (1 - beta2) * g * g)
     vmax = np.maximum(max_exp_avg_sq, v) if amsgrad else None
     bc1 = 1 - beta1**step
     bc2 = 1 - beta2**step
     denom = np.sqrt(vmax if amsgrad else v) / np.sqrt(bc2) + eps
-    return param - (lr / bc1) * m / denom, m, v, vmax
+    new = param - (lr / bc1) * m / denom
+    return mode.param_out(new), mode.state_out(m), mode.state_out(v), mode.state_out(vmax)
+
+
+# Stochastic rounding of bfloat16 parameters, the kernels' counter-based random bits (csrc's
+# optim.cpp): with G = 0x9e3779b97f4a7c15 and arithmetic mod 2^64 (mod 2^32 in lowbias32),
+# key = mix64(mix64(seed + G (step + 1)) + G (tensor + 1)); for element e,
+# k32 = mix64(key + G ((e >> 32) + 1)) mod 2^32 and its bits = lowbias32(k32 + e mod 2^32)
+# mod 2^16, with mix64 SplitMix64's finalizer and lowbias32 Wellons' 32-bit hash.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _lowbias32(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def stochastic_bits(seed: int, step: int, tensor: int, n: int) -> np.ndarray:
+    """The 16 random bits (uint32 values < 2^16) of elements ``0..n-1`` of the parameter at
+    position ``tensor`` in the optimizer's list, at step ``step`` with seed ``seed``."""
+    with np.errstate(over="ignore"):
+        one = np.ones(1, np.uint64)
+        key = _mix64(np.uint64(seed) + _GOLDEN * (np.uint64(step) + one))
+        key = _mix64(key + _GOLDEN * (np.uint64(tensor) + one))
+        e = np.arange(n, dtype=np.uint64)
+        k32 = (_mix64(key + _GOLDEN * ((e >> np.uint64(32)) + one)) & np.uint64(0xFFFFFFFF)).astype(
+            np.uint32
+        )
+        x = k32 + (e & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        return _lowbias32(x) & np.uint32(0xFFFF)
+
+
+def round_bfloat16_stochastic(a: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """float32 ``a`` rounded to bfloat16 stochastically: the 16 random ``bits`` are added below
+    bfloat16's last place and the sum truncated (rounds up with probability equal to the
+    discarded fraction). NaN, infinities and float32 subnormals round as :func:`round_bfloat16`."""
+    import ml_dtypes
+
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    special = ((u & 0x7F800000) == 0) | ((u & 0x7F800000) == 0x7F800000)
+    r = ((u + (np.asarray(bits, np.uint32) & 0xFFFF)) >> 16).astype(np.uint16)
+    r = np.where(special, round_bfloat16(a).view(np.uint16), r)
+    return r.view(ml_dtypes.bfloat16)
 
 
 def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> tuple[list[np.ndarray], float]:
@@ -386,15 +528,20 @@ def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> tuple[list[np.nd
         c = \frac{\text{max\_norm}}{n + 10^{-6}}, \quad
         g_i \leftarrow c\, g_i \text{ if } c < 1
 
+    bfloat16 gradients are widened for the sum and their scaled values rounded once.
+
     Returns
     -------
     grads, total_norm
         The (possibly) scaled gradients as new arrays, and :math:`n` computed in float64.
     """
-    total = float(np.sqrt(sum(float(np.sum(np.asarray(g, np.float64) ** 2)) for g in grads)))
+    total = float(np.sqrt(sum(float(np.sum(_widen(g) ** 2)) for g in grads)))
     coef = max_norm / (total + 1e-6)
     if coef < 1 or not np.isfinite(coef):
-        return [g * g.dtype.type(coef) for g in grads], total
+        return [
+            round_bfloat16(_widen(g) * coef) if _is_bf16(g.dtype) else g * g.dtype.type(coef)
+            for g in grads
+        ], total
     return [g.copy() for g in grads], total
 
 

@@ -34,7 +34,9 @@ def clip_grad_norm(grads: Grads, max_norm: float, *, error_if_nonfinite: bool = 
     Parameters
     ----------
     grads : list or dict of arrays (or one array)
-        float32/float64, C-contiguous, writable; modified in place.
+        float32/float64/bfloat16, C-contiguous, writable; modified in place. bfloat16
+        gradients are widened to float32 for the sum (accumulated in double, as the others)
+        and their scaled values rounded to nearest even.
     max_norm : float
         The largest norm allowed (>= 0).
     error_if_nonfinite : bool, keyword-only
@@ -54,6 +56,6 @@ def clip_grad_norm(grads: Grads, max_norm: float, *, error_if_nonfinite: bool = 
 
 
 def global_norm(arrays: Grads) -> float:
-    """The 2-norm of all elements of all ``arrays`` together (float32/float64, contiguous)."""
+    """The 2-norm of all elements of all ``arrays`` together (float32/float64/bfloat16)."""
     items = [contiguous(as_array(a, "arrays"), "arrays") for a in _array_list(arrays, "arrays")]
     return _core.global_norm(items)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from bnfast import reference
+from bnfast._arrays import is_bfloat16
 
 __all__ = ["ReferenceAdam"]
 
@@ -18,7 +19,9 @@ class ReferenceAdam:
 
     The constructor, ``step(grads=None)``, ``zero_grad()``, the ``lr`` attribute and the state
     dict follow :class:`bnfast.optim.Adam`; this is its NumPy-reference twin for
-    ``backend="numpy"`` runs, not a second implementation of the update.
+    ``backend="numpy"`` runs, not a second implementation of the update. bfloat16 parameters
+    keep float32 state unless ``state_dtype="bfloat16"`` (keyword-only), as in
+    :class:`bnfast.optim.Adam`.
     """
 
     def __init__(
@@ -30,6 +33,8 @@ class ReferenceAdam:
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         grads: Sequence[np.ndarray] | None = None,
+        *,
+        state_dtype: str | None = None,
     ) -> None:
         self.params = list(params)
         self.grads = None if grads is None else list(grads)
@@ -39,9 +44,20 @@ class ReferenceAdam:
         self.weight_decay = float(weight_decay)
         self.amsgrad = bool(amsgrad)
         self.step_count = 0
-        self.exp_avg = [np.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [np.zeros_like(p) for p in self.params]
-        self.max_exp_avg_sq = [np.zeros_like(p) for p in self.params] if amsgrad else None
+        if state_dtype not in (None, "float32", "bfloat16"):
+            raise ValueError(
+                f"state_dtype must be None, 'float32' or 'bfloat16', got {state_dtype!r}"
+            )
+
+        def zeros(p: np.ndarray) -> np.ndarray:
+            bf16_state = is_bfloat16(p.dtype) and state_dtype == "bfloat16"
+            return np.zeros(
+                p.shape, p.dtype if bf16_state or not is_bfloat16(p.dtype) else np.float32
+            )
+
+        self.exp_avg = [zeros(p) for p in self.params]
+        self.exp_avg_sq = [zeros(p) for p in self.params]
+        self.max_exp_avg_sq = [zeros(p) for p in self.params] if amsgrad else None
 
     def step(self, grads: Sequence[np.ndarray] | None = None) -> None:
         grads = self.grads if grads is None else list(grads)
@@ -57,7 +73,11 @@ class ReferenceAdam:
             )  # fmt: skip
             # The reference is functional: copy the new values into the arrays in place.
             for dst, src in zip((p, self.exp_avg[i], self.exp_avg_sq[i], vmax), new):
-                if dst is not None:
+                if dst is None:
+                    continue
+                if is_bfloat16(dst.dtype):  # ml_dtypes' or the bits view: copy the bits
+                    dst.view(np.uint16)[...] = np.asarray(src).view(np.uint16)
+                else:
                     dst[...] = src
 
     def zero_grad(self) -> None:

@@ -1,8 +1,8 @@
 """Optimizers over lists (or dicts) of arrays, updated in place by one fused kernel call per step.
 
-An optimizer holds the parameter arrays (float32 or float64, C-contiguous, writable; both dtypes
-may be mixed), optionally the matching gradient arrays, and its state arrays (one per parameter
-per kind of state). ``step()`` runs one call into ``_core`` that updates every parameter and its
+An optimizer holds the parameter arrays (float32, float64 or bfloat16, C-contiguous, writable;
+the dtypes may be mixed), optionally the matching gradient arrays, and its state arrays (one per
+parameter per kind of state). ``step()`` runs one call into ``_core`` that updates every parameter and its
 state in one sweep; a refused call (wrong shapes, dtypes, lengths, read-only or non-contiguous
 parameters, a non-finite learning rate) raises before anything is written.
 
@@ -10,6 +10,29 @@ Layers plug in through their two lists::
 
     opt = Adam(model.parameters(), lr=1e-3, grads=model.gradients())
     ...; model.backward(dy); opt.step(); opt.zero_grad()
+
+bfloat16 parameters (``ml_dtypes.bfloat16`` arrays, or bnfast's bits view) take bfloat16
+gradients; the update is computed in float32 and the parameter rounded once per step. Every
+optimizer takes the same keyword-only options for them:
+
+state_dtype : {None, "float32", "bfloat16"}
+    The state of bfloat16 parameters: float32 by default (more accurate), or bfloat16, what
+    PyTorch keeps for bfloat16 parameters (half the state memory). float32 and float64
+    parameters always keep state of their own dtype.
+stochastic_rounding : bool
+    Round updated bfloat16 parameters stochastically instead of to nearest even: updates
+    smaller than half a bfloat16 ulp are then kept in expectation rather than lost. The random
+    bits come from (``seed``, step count, position in ``params``, element) by a counter-based
+    hash (:func:`bnfast.reference.stochastic_bits`): reproducible, and the same for any thread
+    count and ISA.
+seed : int
+    The stochastic rounding seed, in [0, 2**64).
+master_weights : bool
+    Keep a float32 copy of each bfloat16 parameter (made at the first step), step that copy
+    (float32 state; bfloat16 or float32 gradients) and write it, rounded to nearest even, into
+    the bfloat16 parameter after each step: float32 training with bfloat16 weights to compute
+    with. The copies are the truth: a change made to a bfloat16 parameter in between is
+    overwritten by the next step. They are part of :meth:`Optimizer.state_dict`.
 """
 
 from __future__ import annotations
@@ -21,7 +44,7 @@ from typing import Any, Union
 import numpy as np
 
 from bnfast import _core
-from bnfast._arrays import FLOAT_DTYPES, as_array, contiguous
+from bnfast._arrays import FLOAT_DTYPES, as_array, contiguous, is_bfloat16
 
 __all__ = [
     "SGD",
@@ -54,8 +77,10 @@ def _param_list(params: Params) -> tuple[list[np.ndarray], list[str] | None]:
         label = _label(names, i, "params")
         if not isinstance(p, np.ndarray):
             raise TypeError(f"{label} must be a numpy.ndarray, got {type(p).__name__}")
-        if p.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{label} must be float32 or float64, got {p.dtype}")
+        if p.dtype not in FLOAT_DTYPES and not is_bfloat16(p.dtype):
+            raise TypeError(
+                f"{label} must be float32 or float64, or a bfloat16 dtype, got {p.dtype}"
+            )
         if not p.flags.c_contiguous:
             raise ValueError(f"{label} must be C-contiguous (it is updated in place)")
         if not p.flags.writeable:
@@ -102,25 +127,85 @@ def _check_lr(lr: Any) -> float:
     return lr
 
 
+def _check_state_dtype(state_dtype: Any) -> str | None:
+    if state_dtype is None or state_dtype in ("float32", "bfloat16"):
+        return state_dtype
+    try:
+        dt = np.dtype(state_dtype)
+    except TypeError:
+        dt = None
+    if dt is not None and dt == np.float32:
+        return "float32"
+    if dt is not None and is_bfloat16(dt):
+        return "bfloat16"
+    raise ValueError(f"state_dtype must be None, 'float32' or 'bfloat16', got {state_dtype!r}")
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    return int(seed)
+
+
+def _widen(p: np.ndarray) -> np.ndarray:
+    """A bfloat16 array's float32 values (exact), for either bfloat16 dtype."""
+    return (p.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
 class Optimizer:
     """Base class: parameters, stored gradients, state arrays, ``lr`` and checkpoints.
 
     Subclasses name their hyperparameters in ``_hyper`` and implement ``_update``, which makes
-    exactly one call into ``_core`` for all tensors.
+    exactly one call into ``_core`` for all tensors (``_call`` adds the bfloat16 options).
+    The bfloat16 options (``state_dtype``, ``stochastic_rounding``, ``seed``,
+    ``master_weights``) are described in the module docstring.
     """
 
     _hyper: tuple[str, ...] = ()
 
-    def __init__(self, params: Params, lr: float, *, grads: Grads | None = None) -> None:
+    def __init__(
+        self,
+        params: Params,
+        lr: float,
+        *,
+        grads: Grads | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+        master_weights: bool = False,
+    ) -> None:
         self.params, self._names = _param_list(params)
         self.grads: list[np.ndarray] | None = (
             None if grads is None else _grad_list(grads, self._names, len(self.params))
         )
         self.lr = lr
+        self.state_dtype = _check_state_dtype(state_dtype)
+        self.stochastic_rounding = bool(stochastic_rounding)
+        self.seed = _check_seed(seed)
+        self.master_weights = bool(master_weights)
+        if self.master_weights and self.stochastic_rounding:
+            raise ValueError(
+                "master_weights and stochastic_rounding are alternatives: with master weights "
+                "the float32 copy keeps the small updates"
+            )
+        if self.master_weights and self.state_dtype == "bfloat16":
+            raise ValueError("master_weights steps float32 copies with float32 state")
         self.steps = 0
         """Number of successful steps taken (Adam's bias-correction ``t``)."""
         self.state: dict[str, list[np.ndarray]] = {}
-        """State arrays by kind (``"exp_avg"``, ...), one per parameter, allocated lazily."""
+        """State arrays by kind (``"exp_avg"``, ...), one per parameter, allocated lazily.
+        With ``master_weights``, ``"master_weight"`` holds the float32 copy of each bfloat16
+        parameter (None for the others)."""
+
+    def _state_dtype(self, p: np.ndarray) -> np.dtype:
+        """The dtype of the state kept for parameter p."""
+        if not is_bfloat16(p.dtype):
+            return p.dtype
+        if self.master_weights or self.state_dtype != "bfloat16":
+            return np.dtype(np.float32)
+        return p.dtype
 
     @property
     def lr(self) -> float:
@@ -144,9 +229,31 @@ class Optimizer:
     def _state(self, kind: str, created: list[str]) -> list[np.ndarray]:
         """The state list ``kind``, allocated as zeros on first use (noted in ``created``)."""
         if kind not in self.state:
-            self.state[kind] = [np.zeros_like(p) for p in self.params]
+            self.state[kind] = [np.zeros(p.shape, self._state_dtype(p)) for p in self.params]
             created.append(kind)
         return self.state[kind]
+
+    def _call(self, fn: Any, params_at: int, *args: Any, created: list[str]) -> None:
+        """fn(*args) with the bfloat16 options; with master weights the float32 copies stand in
+        for the bfloat16 parameters (args[params_at]) and the parameters receive their rounded
+        values."""
+        kw: dict[str, Any] = {}
+        if self.stochastic_rounding:
+            kw = {"stochastic_rounding": True, "seed": self.seed}
+            if fn is not _core.adam_update:
+                kw["step"] = self.steps + 1
+        if self.master_weights and any(is_bfloat16(p.dtype) for p in self.params):
+            if "master_weight" not in self.state:
+                self.state["master_weight"] = [
+                    _widen(p) if is_bfloat16(p.dtype) else None  # type: ignore[misc]
+                    for p in self.params
+                ]
+                created.append("master_weight")
+            masters = self.state["master_weight"]
+            args = list(args)
+            args[params_at] = [p if m is None else m for p, m in zip(self.params, masters)]
+            kw["params_bf16"] = [None if m is None else p for p, m in zip(self.params, masters)]
+        fn(*args, **kw)
 
     def _update(self, grads: list[np.ndarray], created: list[str]) -> None:
         raise NotImplementedError
@@ -200,7 +307,9 @@ class Optimizer:
             "hyperparameters": self.hyperparameters(),
             "steps": self.steps,
             "names": None if self._names is None else list(self._names),
-            "state": {k: [a.copy() for a in v] for k, v in self.state.items()},
+            "state": {
+                k: [None if a is None else a.copy() for a in v] for k, v in self.state.items()
+            },
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -221,15 +330,25 @@ class Optimizer:
                 raise ValueError(
                     f"state {kind!r} has {len(arrays)} arrays, expected {len(self.params)}"
                 )
+            dtypes = []
             for i, (a, p) in enumerate(zip(arrays, self.params)):
+                if kind == "master_weight":
+                    dt = np.dtype(np.float32) if is_bfloat16(p.dtype) else None
+                else:
+                    dt = self._state_dtype(p)
+                dtypes.append(dt)
+                if (a is None) != (dt is None):
+                    raise ValueError(f"state {kind!r}[{i}] should {'' if dt else 'not '}be given")
+                if a is None:
+                    continue
                 a = np.asarray(a)
-                if a.shape != p.shape or a.dtype != p.dtype:
+                if a.shape != p.shape or a.dtype != dt:
                     raise ValueError(
-                        f"state {kind!r}[{i}] is {a.dtype}{a.shape}, expected {p.dtype}{p.shape}"
+                        f"state {kind!r}[{i}] is {a.dtype}{a.shape}, expected {dt}{p.shape}"
                     )
             new_state[kind] = [
-                np.array(a, dtype=p.dtype, order="C", copy=True)
-                for a, p in zip(arrays, self.params)
+                None if dt is None else np.array(a, dtype=dt, order="C", copy=True)
+                for a, dt in zip(arrays, dtypes)
             ]
         steps = int(state["steps"])
         for k in self._hyper:
@@ -263,6 +382,14 @@ class SGD(Optimizer):
         Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
     grads : list or dict of arrays, optional
         Stored gradients used by ``step()`` and zeroed by ``zero_grad()``.
+    state_dtype : {None, "float32", "bfloat16"}, optional
+        State of bfloat16 parameters (float32 by default; see the module docstring).
+    stochastic_rounding : bool, optional
+        Round bfloat16 parameters stochastically (reproducible from ``seed``).
+    seed : int, optional
+        The stochastic rounding seed.
+    master_weights : bool, optional
+        Step float32 copies of bfloat16 parameters, writing them back rounded.
 
     ``params``, ``lr`` and ``momentum`` may be positional, as in PyTorch; the rest are
     keyword-only, so a positional call written for another argument order fails loudly.
@@ -280,8 +407,20 @@ class SGD(Optimizer):
         weight_decay: float = 0.0,
         nesterov: bool = False,
         grads: Grads | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+        master_weights: bool = False,
     ) -> None:
-        super().__init__(params, lr, grads=grads)
+        super().__init__(
+            params,
+            lr,
+            grads=grads,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
+            master_weights=master_weights,
+        )
         self.momentum = float(momentum)
         self.dampening = float(dampening)
         self.weight_decay = float(weight_decay)
@@ -293,7 +432,9 @@ class SGD(Optimizer):
         bufs = None
         if self.momentum != 0:
             bufs = self._state("momentum_buffer", created)
-        _core.sgd_update(
+        self._call(
+            _core.sgd_update,
+            0,
             self.params,
             grads,
             bufs,
@@ -302,7 +443,8 @@ class SGD(Optimizer):
             self.dampening,
             self.weight_decay,
             self.nesterov,
-            bool(created),
+            "momentum_buffer" in created,
+            created=created,
         )
 
 
@@ -325,21 +467,47 @@ class Momentum(Optimizer):
 
     ``params`` and ``lr`` (default 1e-3, as :class:`SGD`) may be positional; ``beta`` and
     ``grads`` are keyword-only.
+    bfloat16 parameters: ``state_dtype``, ``stochastic_rounding``, ``seed`` and
+    ``master_weights`` (keyword-only) as for :class:`SGD` (see the module docstring).
     """
 
     _hyper = ("beta",)
 
     def __init__(
-        self, params: Params, lr: float = 1e-3, *, beta: float = 0.9, grads: Grads | None = None
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        *,
+        beta: float = 0.9,
+        grads: Grads | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+        master_weights: bool = False,
     ) -> None:
-        super().__init__(params, lr, grads=grads)
+        super().__init__(
+            params,
+            lr,
+            grads=grads,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
+            master_weights=master_weights,
+        )
         self.beta = float(beta)
         if not 0 <= self.beta < 1:
             raise ValueError(f"beta must be in [0, 1), got {self.beta}")
 
     def _update(self, grads: list[np.ndarray], created: list[str]) -> None:
-        _core.momentum_update(
-            self.params, grads, self._state("velocity", created), self.lr, self.beta
+        self._call(
+            _core.momentum_update,
+            0,
+            self.params,
+            grads,
+            self._state("velocity", created),
+            self.lr,
+            self.beta,
+            created=created,
         )
 
 
@@ -361,6 +529,8 @@ class RMSprop(Optimizer):
     :meth:`RMSprop.course` (``beta2=0.999`` by default, the course's value).
 
     ``params`` and ``lr`` may be positional; the rest are keyword-only.
+    bfloat16 parameters: ``state_dtype``, ``stochastic_rounding``, ``seed`` and
+    ``master_weights`` (keyword-only) as for :class:`SGD` (see the module docstring).
     """
 
     _hyper = ("alpha", "eps", "weight_decay", "momentum", "centered")
@@ -376,8 +546,20 @@ class RMSprop(Optimizer):
         momentum: float = 0.0,
         centered: bool = False,
         grads: Grads | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+        master_weights: bool = False,
     ) -> None:
-        super().__init__(params, lr, grads=grads)
+        super().__init__(
+            params,
+            lr,
+            grads=grads,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
+            master_weights=master_weights,
+        )
         self.alpha = float(alpha)
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
@@ -395,16 +577,32 @@ class RMSprop(Optimizer):
         beta2: float = 0.999,
         eps: float = 1e-8,
         grads: Grads | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+        master_weights: bool = False,
     ) -> RMSprop:
         r"""The course's RMSprop: :math:`s \leftarrow \beta_2 s + (1 - \beta_2) g^2`,
         :math:`w \leftarrow w - \alpha g / (\sqrt{s} + \epsilon)` (``alpha = beta2``)."""
-        return cls(params, lr=lr, alpha=beta2, eps=eps, grads=grads)
+        return cls(
+            params,
+            lr=lr,
+            alpha=beta2,
+            eps=eps,
+            grads=grads,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
+            master_weights=master_weights,
+        )
 
     def _update(self, grads: list[np.ndarray], created: list[str]) -> None:
         sq = self._state("square_avg", created)
         ga = self._state("grad_avg", created) if self.centered else None
         buf = self._state("momentum_buffer", created) if self.momentum > 0 else None
-        _core.rmsprop_update(
+        self._call(
+            _core.rmsprop_update,
+            0,
             self.params,
             grads,
             sq,
@@ -416,6 +614,7 @@ class RMSprop(Optimizer):
             self.weight_decay,
             self.momentum,
             self.centered,
+            created=created,
         )
 
 
@@ -432,6 +631,8 @@ class Adam(Optimizer):
     computed in double precision. ``weight_decay`` is an L2 penalty added to the gradient;
     for decoupled weight decay use :class:`AdamW`. ``params`` and ``lr`` may be positional;
     the rest are keyword-only.
+    bfloat16 parameters: ``state_dtype``, ``stochastic_rounding``, ``seed`` and
+    ``master_weights`` (keyword-only) as for :class:`SGD` (see the module docstring).
     """
 
     _hyper = ("betas", "eps", "weight_decay", "amsgrad")
@@ -447,8 +648,20 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         grads: Grads | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+        master_weights: bool = False,
     ) -> None:
-        super().__init__(params, lr, grads=grads)
+        super().__init__(
+            params,
+            lr,
+            grads=grads,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
+            master_weights=master_weights,
+        )
         b1, b2 = betas
         self.betas = (float(b1), float(b2))
         self.eps = float(eps)
@@ -466,7 +679,9 @@ class Adam(Optimizer):
         m = self._state("exp_avg", created)
         v = self._state("exp_avg_sq", created)
         vmax = self._state("max_exp_avg_sq", created) if self.amsgrad else None
-        _core.adam_update(
+        self._call(
+            _core.adam_update,
+            0,
             self.params,
             grads,
             m,
@@ -480,6 +695,7 @@ class Adam(Optimizer):
             self.weight_decay,
             self.amsgrad,
             self._decoupled,
+            created=created,
         )
 
 
@@ -503,6 +719,10 @@ class AdamW(Adam):
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
         grads: Grads | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+        master_weights: bool = False,
     ) -> None:
         super().__init__(
             params,
@@ -512,4 +732,8 @@ class AdamW(Adam):
             weight_decay=weight_decay,
             amsgrad=amsgrad,
             grads=grads,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
+            master_weights=master_weights,
         )
