@@ -62,8 +62,11 @@ def batch_norm_backward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 # ---- optimizers -------------------------------------------------------------------------
-# Lists of arrays, one per parameter; float32 and float64 may be mixed (same dtype and shape
-# per position across lists). One call updates every tensor in place.
+# Lists of arrays, one per parameter; float32, float64 and bfloat16 parameters may be mixed
+# (shape per position the same across lists; a bfloat16 parameter's state is float32 or bfloat16,
+# the dtype of the state arrays passed). One call updates every tensor in place. params_bf16:
+# bfloat16 copies written from float32 master weights; stochastic_rounding (seed, step): the
+# bfloat16 parameters rounded stochastically, keyed by (seed, step, position, element).
 
 def sgd_update(
     params: Sequence[np.ndarray],
@@ -75,6 +78,11 @@ def sgd_update(
     weight_decay: float,
     nesterov: bool,
     first: bool,
+    *,
+    params_bf16: Sequence[np.ndarray | None] | None = None,
+    stochastic_rounding: bool = False,
+    seed: int = 0,
+    step: int = 0,
 ) -> None: ...
 def momentum_update(
     params: Sequence[np.ndarray],
@@ -82,6 +90,11 @@ def momentum_update(
     velocity: Sequence[np.ndarray],
     lr: float,
     beta: float,
+    *,
+    params_bf16: Sequence[np.ndarray | None] | None = None,
+    stochastic_rounding: bool = False,
+    seed: int = 0,
+    step: int = 0,
 ) -> None: ...
 def rmsprop_update(
     params: Sequence[np.ndarray],
@@ -95,6 +108,11 @@ def rmsprop_update(
     weight_decay: float,
     momentum: float,
     centered: bool,
+    *,
+    params_bf16: Sequence[np.ndarray | None] | None = None,
+    stochastic_rounding: bool = False,
+    seed: int = 0,
+    step: int = 0,
 ) -> None: ...
 def adam_update(
     params: Sequence[np.ndarray],
@@ -110,6 +128,10 @@ def adam_update(
     weight_decay: float,
     amsgrad: bool,
     decoupled: bool,
+    *,
+    params_bf16: Sequence[np.ndarray | None] | None = None,
+    stochastic_rounding: bool = False,
+    seed: int = 0,
 ) -> None: ...
 def clip_grad_norm(
     grads: Sequence[np.ndarray], max_norm: float, error_if_nonfinite: bool

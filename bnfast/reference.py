@@ -10,6 +10,7 @@ with ``C`` the ``axis`` dimension.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -58,13 +59,26 @@ def _reduce_axes(x: np.ndarray, axis: int) -> tuple[tuple[int, ...], tuple[int, 
     return axes, shape
 
 
-def _widen_bf16(a: np.ndarray | None) -> np.ndarray | None:
-    """A bfloat16 array (ml_dtypes' or the bits view ``[("bfloat16", "<u2")]``) widened exactly
-    to float64; any other array (or None) as it is."""
-    if a is None or a.dtype.kind != "V" or a.dtype.itemsize != 2:
+def _is_bf16(a: object) -> bool:
+    """Whether ``a`` (an array or a dtype) is bfloat16: ml_dtypes' dtype or the bits view
+    ``[("bfloat16", "<u2")]``."""
+    dt = a if isinstance(a, np.dtype) else getattr(a, "dtype", None)
+    if dt is None or dt.kind != "V" or dt.itemsize != 2:
+        return False
+    return dt.name == "bfloat16" or dt.names == ("bfloat16",)
+
+
+def _widen_bf16(a: Any) -> Any:
+    """A bfloat16 array widened exactly to float64; anything else (None included) as it is."""
+    if not _is_bf16(a):
         return a
-    bits = np.ascontiguousarray(a).view(np.uint16).astype(np.uint32) << 16
-    return bits.view(np.float32).astype(np.float64)
+    u = np.ascontiguousarray(a).view(np.uint16).astype(np.uint32) << 16
+    return u.view(np.float32).astype(np.float64).reshape(np.shape(a))
+
+
+def _float64(a: Any) -> np.ndarray | None:
+    """``a`` in float64 (bfloat16 widened exactly); None as it is."""
+    return None if a is None else np.asarray(_widen_bf16(np.asarray(a)), dtype=np.float64)
 
 
 def _write_bf16(dst: np.ndarray, value: np.ndarray) -> None:
@@ -219,23 +233,6 @@ def batch_norm_backward(
 # state arrays given.
 
 
-def _is_bf16(dt: np.dtype) -> bool:
-    return (
-        dt.kind == "V" and dt.itemsize == 2 and (dt.name == "bfloat16" or dt.names == ("bfloat16",))
-    )
-
-
-def _widen(a: np.ndarray | None) -> np.ndarray | None:
-    """float64 values of ``a``; bfloat16 (either dtype) widened exactly."""
-    if a is None:
-        return None
-    a = np.asarray(a)
-    if _is_bf16(a.dtype):
-        bits = np.ascontiguousarray(a).view(np.uint16).astype(np.uint32) << 16
-        return bits.view(np.float32).astype(np.float64)
-    return a.astype(np.float64)
-
-
 class _Bf16Step:
     """How one optimizer step treats a bfloat16 parameter (``on``) and its state."""
 
@@ -253,7 +250,7 @@ class _Bf16Step:
         if not self.on or x is None:
             return x
         if self.bf16_state:
-            return _widen(round_bfloat16(x))
+            return _float64(round_bfloat16(x))
         return x.astype(np.float32).astype(np.float64)
 
     def state_out(self, x: np.ndarray | None) -> np.ndarray | None:
@@ -269,7 +266,7 @@ def _bf16_step(param, grad, states, state_dtype):  # type: ignore[no-untyped-def
     """(mode, param, grad, states): bfloat16 parameters' inputs widened to float64."""
     mode = _Bf16Step(param, states, state_dtype)
     if mode.on:
-        return mode, _widen(param), _widen(grad), tuple(_widen(x) for x in states)
+        return mode, _float64(param), _float64(grad), tuple(_float64(x) for x in states)
     return mode, param, grad, states
 
 
@@ -535,11 +532,11 @@ def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> tuple[list[np.nd
     grads, total_norm
         The (possibly) scaled gradients as new arrays, and :math:`n` computed in float64.
     """
-    total = float(np.sqrt(sum(float(np.sum(_widen(g) ** 2)) for g in grads)))
+    total = float(np.sqrt(sum(float(np.sum(_float64(g) ** 2)) for g in grads)))
     coef = max_norm / (total + 1e-6)
     if coef < 1 or not np.isfinite(coef):
         return [
-            round_bfloat16(_widen(g) * coef) if _is_bf16(g.dtype) else g * g.dtype.type(coef)
+            round_bfloat16(_float64(g) * coef) if _is_bf16(g.dtype) else g * g.dtype.type(coef)
             for g in grads
         ], total
     return [g.copy() for g in grads], total
@@ -551,21 +548,6 @@ def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> tuple[list[np.nd
 # float64 exactly, the float64 formula is evaluated, and bfloat16 outputs are rounded once by
 # round_bfloat16 (the kernels' bound is stated from that value); losses come back float32 there,
 # as the kernels return them.
-
-
-def _is_bf16(a: object) -> bool:
-    dt = getattr(a, "dtype", None)
-    if dt is None or dt.kind != "V" or dt.itemsize != 2:
-        return False
-    return dt.name == "bfloat16" or dt.names == ("bfloat16",)
-
-
-def _widen(a: object) -> object:
-    """A bfloat16 array as float64, exactly; anything else unchanged."""
-    if not _is_bf16(a):
-        return a
-    u = np.ascontiguousarray(a).view(np.uint16).astype(np.uint32) << 16
-    return u.view(np.float32).astype(np.float64).reshape(np.shape(a))
 
 
 def _round_like(r: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -591,7 +573,7 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     value (``axis`` 0 or -1).
     """
     if _is_bf16(x):
-        return _round_like(softmax(_widen(x), axis), x)
+        return _round_like(softmax(_widen_bf16(x), axis), x)
     if x.ndim == 0:
         return softmax(x.reshape(1), axis).reshape(())
     z, ls = _shifted(x, axis)
@@ -606,7 +588,7 @@ def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     r"""Log-softmax along ``axis``: :math:`y_k = (x_k - m) - \log \sum_j e^{x_j - m}`, in that
     order. An all -inf row gives -inf."""
     if _is_bf16(x):
-        return _round_like(log_softmax(_widen(x), axis), x)
+        return _round_like(log_softmax(_widen_bf16(x), axis), x)
     if x.ndim == 0:
         return log_softmax(x.reshape(1), axis).reshape(())
     z, ls = _shifted(x, axis)
@@ -617,14 +599,14 @@ def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 def softmax_backward(y: np.ndarray, dy: np.ndarray, axis: int = -1) -> np.ndarray:
     r""":math:`dx = y \odot (dy - \sum_k y_k dy_k)` from the softmax output ``y``."""
     if _is_bf16(y):
-        return _round_like(softmax_backward(_widen(y), _widen(dy), axis), y)
+        return _round_like(softmax_backward(_widen_bf16(y), _widen_bf16(dy), axis), y)
     return (y * (dy - np.sum(y * dy, axis=axis, keepdims=True))).astype(y.dtype, copy=False)
 
 
 def log_softmax_backward(y: np.ndarray, dy: np.ndarray, axis: int = -1) -> np.ndarray:
     r""":math:`dx = dy - e^{y} \sum_k dy_k` from the log-softmax output ``y``."""
     if _is_bf16(y):
-        return _round_like(log_softmax_backward(_widen(y), _widen(dy), axis), y)
+        return _round_like(log_softmax_backward(_widen_bf16(y), _widen_bf16(dy), axis), y)
     return (dy - np.exp(y) * np.sum(dy, axis=axis, keepdims=True)).astype(y.dtype, copy=False)
 
 
@@ -658,8 +640,8 @@ def softmax_cross_entropy(
     """
     if _is_bf16(logits):
         loss, grad = softmax_cross_entropy(
-            _widen(logits), _widen(target), _widen(weight), ignore_index, reduction,
-            label_smoothing, _widen(grad_output), axis,
+            _widen_bf16(logits), _widen_bf16(target), _widen_bf16(weight), ignore_index, reduction,
+            label_smoothing, _widen_bf16(grad_output), axis,
         )  # fmt: skip
         return loss.astype(np.float32), _round_like(grad, logits)
     x = logits
@@ -730,8 +712,8 @@ def sigmoid_binary_cross_entropy(
     """
     if _is_bf16(logits):
         loss, grad = sigmoid_binary_cross_entropy(
-            _widen(logits), _widen(targets), _widen(weight), _widen(pos_weight), reduction,
-            _widen(grad_output),
+            _widen_bf16(logits), _widen_bf16(targets), _widen_bf16(weight), _widen_bf16(pos_weight), reduction,
+            _widen_bf16(grad_output),
         )  # fmt: skip
         return loss.astype(np.float32), _round_like(grad, logits)
     x, y = logits, targets

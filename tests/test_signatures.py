@@ -9,7 +9,8 @@ outside this fixed list fails the test:
 2. the first argument's name (``x``, ``logits``, ``grads``, ``params`` for ``input``,
    ``parameters``);
 3. the extra keyword-only arguments :data:`EXTRAS` (``grads=``, ``axis=``, ``out=``,
-   ``grad_output=``); ``axis`` stands for ``softmax``'s ``dim``;
+   ``grad_output=``, the optimizers' bfloat16 options); ``axis`` stands for ``softmax``'s
+   ``dim``;
 4. PyTorch arguments bnfast does not take (passing one raises TypeError): ``size_average``
    and ``reduce``, deprecated in PyTorch, and those in :data:`ABSENT`;
 5. ``bnfast.batch_norm``'s running statistics may be left out (default None; PyTorch requires
@@ -41,6 +42,9 @@ POSITIONAL = (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)
 FIRST_NAMES = {"input": {"x", "logits"}, "parameters": {"grads"}, "params": {"params"}}
 #: Rule 3: arguments bnfast adds (keyword-only).
 EXTRAS = {"grads", "axis", "out", "grad_output"}
+#: bfloat16 options of the optimizers (keyword-only like the rest): the state's dtype,
+#: stochastic rounding of the parameters and its seed, float32 master weights.
+EXTRAS |= {"state_dtype", "stochastic_rounding", "seed", "master_weights"}
 #: Rule 4: PyTorch arguments bnfast does not take. The deprecated loss switches; PyTorch's
 #: implementation switches (bnfast has one fused CPU path); options bnfast does not offer
 #: (``maximize``, Adam's ``decoupled_weight_decay`` (use AdamW), ``norm_type`` (the 2-norm
@@ -159,6 +163,10 @@ def test_momentum_follows_the_pattern():
         ("lr", P.POSITIONAL_OR_KEYWORD),
         ("beta", P.KEYWORD_ONLY),
         ("grads", P.KEYWORD_ONLY),
+        ("state_dtype", P.KEYWORD_ONLY),
+        ("stochastic_rounding", P.KEYWORD_ONLY),
+        ("seed", P.KEYWORD_ONLY),
+        ("master_weights", P.KEYWORD_ONLY),
     ]
     course = list(inspect.signature(optim.RMSprop.course).parameters.values())
     assert [p.name for p in course if p.kind in POSITIONAL] == ["params", "lr"]

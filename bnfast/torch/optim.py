@@ -31,6 +31,7 @@ libraries unchanged. Two keyword-only options go beyond PyTorch's arguments:
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections.abc import Callable
 from itertools import repeat
@@ -155,6 +156,23 @@ class _Fused:
         self.stochastic_rounding = bool(stochastic_rounding)
         self.seed = int(seed)
         self.steps_taken = 0  # keys stochastic rounding of optimizers without a step count
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """The subclass's signature: PyTorch's, then the keyword-only bfloat16 options."""
+        super().__init_subclass__(**kwargs)
+        theirs = inspect.signature(cls._torch_class.__init__)
+        params = list(theirs.parameters.values())[1:]  # without self
+        extra = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+            for name, default in (
+                ("state_dtype", None),
+                ("stochastic_rounding", False),
+                ("seed", 0),
+            )
+        ]
+        tail = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
+        head = [p for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        cls.__signature__ = theirs.replace(parameters=head + extra + tail)  # type: ignore[attr-defined]
 
     def _rounding(self, step: int | None = None) -> dict[str, Any]:
         """The kernels' keyword arguments for rounding bfloat16 parameters this step."""
