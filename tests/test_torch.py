@@ -770,10 +770,10 @@ def test_optimizer_groups_schedulers_closures_hooks(gen):
         ("SGD", {"lr": 0.1, "maximize": True}, "maximize=True"),
         ("Adam", {"lr": 0.1, "maximize": True}, "maximize=True"),
         ("RMSprop", {"lr": 0.1, "alpha": 1.5}, "alpha must be in"),
-        ("SGD", {"lr": 0.1, "momentum": 0.9, "dtype": torch.bfloat16}, "dtype torch.bfloat16"),
+        ("SGD", {"lr": 0.1, "momentum": 0.9, "dtype": torch.float16}, "dtype torch.float16"),
         ("AdamW", {"lr": 0.1, "strided": True}, "not laid out densely"),
     ],
-    ids=["sgd-maximize", "adam-maximize", "rmsprop-alpha", "bf16", "strided"],
+    ids=["sgd-maximize", "adam-maximize", "rmsprop-alpha", "f16", "strided"],
 )
 def test_optimizer_fallback(name, hp, match, gen):
     hp = dict(hp)

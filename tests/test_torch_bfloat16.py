@@ -177,3 +177,118 @@ def test_autocast_training_loop_follows_pytorch():
     assert theirs[-1] < 0.5 * theirs[0]  # it learns
     np.testing.assert_allclose(mine[:20], theirs[:20], rtol=0.02)
     np.testing.assert_allclose(mine[-1], theirs[-1], rtol=0.05, atol=0.005)
+
+
+OPTIMIZERS = [
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-2}),
+    ("Adam", {"lr": 1e-2, "amsgrad": True}),
+    ("AdamW", {"lr": 1e-2, "weight_decay": 0.1}),
+    ("RMSprop", {"lr": 1e-2, "momentum": 0.5, "centered": True}),
+]
+
+
+def _params(gen, dtype=BF16):
+    return [
+        torch.randn(37, generator=gen).to(dtype).requires_grad_(),
+        torch.randn(4, 5, generator=gen).to(dtype).requires_grad_(),
+    ]
+
+
+def _grads(params, gen):
+    for p in params:
+        p.grad = (torch.randn(p.shape, generator=gen) * 0.1).to(p.dtype)
+
+
+@pytest.mark.parametrize(("name", "hp"), OPTIMIZERS, ids=[n for n, _ in OPTIMIZERS])
+def test_optimizers_on_bfloat16_parameters_follow_pytorch(name, hp):
+    """Each step from the same parameters and state as PyTorch's (its state_dict loaded): the
+    parameters within 2 bfloat16 steps, plus 2^-6 of the update where PyTorch rounds the
+    intermediate results it computes in bfloat16 and bnfast does not; the state stays
+    bfloat16, as PyTorch keeps it."""
+    gen = torch.Generator().manual_seed(0)
+    pa = _params(gen)
+    pb = [p.detach().clone().requires_grad_() for p in pa]
+    oa = getattr(torch.optim, name)(pa, foreach=False, **hp)
+    ob = getattr(bt.optim, name)(pb, **hp)
+    for _ in range(4):
+        _grads(pa, gen)
+        for a, b in zip(pa, pb):
+            b.grad = a.grad.clone()
+        before = [a.detach().clone() for a in pa]
+        oa.step()
+        ob.step()
+        for a, b, a0 in zip(pa, pb, before):
+            update = float((a.detach().float() - a0.float()).abs().max())
+            bf16_close(b, a, atol=2.0**-6 * update)
+        for st in ob.state.values():
+            assert all(v.dtype == BF16 for k, v in st.items() if k != "step")
+        # The next step starts from PyTorch's state (a copy: state_dict() shares the tensors).
+        ob.load_state_dict(copy.deepcopy(oa.state_dict()))
+        with torch.no_grad():
+            for a, b in zip(pa, pb):
+                b.copy_(a)
+
+
+def test_state_dicts_move_both_ways_with_float32_state():
+    gen = torch.Generator().manual_seed(1)
+    pa = _params(gen)
+    pb = [p.detach().clone().requires_grad_() for p in pa]
+    ob = bt.optim.Adam(pb, lr=1e-2, state_dtype=torch.float32)
+    _grads(pb, gen)
+    ob.step()
+    sd = ob.state_dict()
+    assert all(v.dtype == torch.float32 for st in sd["state"].values() for k, v in st.items()
+               if k != "step")  # fmt: skip
+    theirs = torch.optim.Adam(pa, lr=1e-2)
+    theirs.load_state_dict(copy.deepcopy(sd))  # PyTorch casts the state to the parameter dtype
+    assert all(v.dtype == BF16 for st in theirs.state.values() for k, v in st.items()
+               if k != "step")  # fmt: skip
+    _grads(pa, gen)
+    theirs.step()
+    mine = bt.optim.Adam(pb, lr=1e-2, state_dtype=torch.float32)
+    mine.load_state_dict(copy.deepcopy(theirs.state_dict()))  # bfloat16 state, served as it is
+    for p in pb:
+        p.grad = torch.zeros_like(p)
+    mine.step()
+    assert all(v.dtype == BF16 for st in mine.state.values() for k, v in st.items()
+               if k != "step")  # fmt: skip
+
+
+def test_mixed_float32_and_bfloat16_parameters_in_one_group():
+    gen = torch.Generator().manual_seed(2)
+    p32 = _params(gen, torch.float32)
+    p16 = _params(gen)
+    mixed = [t.detach().clone().requires_grad_() for t in (*p32, *p16)]
+    alone = [t.detach().clone().requires_grad_() for t in (*p32, *p16)]
+    om = bt.optim.SGD(mixed, lr=0.1, momentum=0.9)
+    o32, o16 = (
+        bt.optim.SGD(alone[:2], lr=0.1, momentum=0.9),
+        bt.optim.SGD(alone[2:], lr=0.1, momentum=0.9),
+    )
+    for _ in range(3):
+        _grads(mixed, gen)
+        for a, b in zip(mixed, alone):
+            b.grad = a.grad.clone()
+        om.step(), o32.step(), o16.step()
+    for a, b in zip(mixed, alone):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_stochastic_rounding_keeps_small_updates_and_is_reproducible():
+    """lr * grad = 1e-4 against a bfloat16 step of 2^-7 at 1.0: nearest rounding loses every
+    update, stochastic rounding keeps them on average (0.01 after 100 steps)."""
+
+    def run(**kw):
+        p = torch.ones(4096, dtype=BF16, requires_grad=True)
+        opt = bt.optim.SGD([p], lr=1e-4, **kw)
+        for _ in range(100):
+            p.grad = torch.ones_like(p)
+            opt.step()
+        return p.detach()
+
+    assert torch.equal(run(), torch.ones(4096, dtype=BF16))
+    a, b = run(stochastic_rounding=True, seed=7), run(stochastic_rounding=True, seed=7)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, run(stochastic_rounding=True, seed=8))
+    drop = 1.0 - float(a.float().mean())
+    assert abs(drop - 0.01) < 0.002, drop  # 4096 samples: the mean's spread is ~1e-4

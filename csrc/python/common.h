@@ -81,14 +81,6 @@ inline decltype(auto) dispatch_dtype(Dtype dt, F&& f) {
   return f(TypeTag<double>{});
 }
 
-// TEMPORARY while the families gain bfloat16 kernels: dispatch_dtype without the bf16 branch.
-template <class F>
-inline decltype(auto) dispatch_dtype_f32_f64(Dtype dt, F&& f) {
-  if (dt == Dtype::bf16) throw py::type_error("bfloat16 is not supported here yet");
-  if (dt == Dtype::f32) return f(TypeTag<float>{});
-  return f(TypeTag<double>{});
-}
-
 // The member of element type T of a {f32, f64, bf16} triple (a kernel table, groups of tensors).
 template <class T, class Group>
 inline auto& by_type(Group& g) {
