@@ -76,7 +76,8 @@ def test_every_quick_case_builds_and_runs():
 
 
 def test_reference_shapes_and_formulas():
-    full = {(c.kernel, c.shape): c for c in bench.cases()}
+    every = {(c.kernel, c.shape): c for c in bench.cases()}
+    full = {k: c for k, c in every.items() if c.dtype == "float32"}
     assert {"256x1024", "8192x1024", "nchw-32x64x56x56", "nhwc-32x56x56x64"} == {
         s for k, s in full if k == "batch_norm_train"
     }
@@ -84,6 +85,18 @@ def test_reference_shapes_and_formulas():
         s for k, s in full if k == "softmax_cross_entropy"
     }
     assert {"1e5", "1e7", "1e7/100"} == {s for k, s in full if k == "adam"}
+    # bfloat16 rows at the same shapes, with half the bytes of the bfloat16 arrays
+    assert {(k, f"{s} bfloat16") for k, s in full} == {
+        k for k, c in every.items() if c.dtype != "float32"
+    }
+    n = 8192 * 1024
+    assert every["batch_norm_train", "8192x1024 bfloat16"].nbytes == 3 * 2 * n
+    assert (
+        every["batch_norm_backward", "nchw-32x64x56x56 bfloat16"].nbytes
+        == 3 * 2 * 32 * 64 * 56 * 56
+    )
+    assert every["adam", "1e7 bfloat16"].nbytes == (3 * 2 + 2 * 8) * 10**7  # float32 state
+    assert every["sgd", "1e5 bfloat16"].nbytes == 3 * 2 * 10**5
     n = 8192 * 1024
     assert full["batch_norm_train", "8192x1024"].nbytes == 3 * 4 * n
     assert full["batch_norm_eval", "8192x1024"].nbytes == 2 * 4 * n
