@@ -17,7 +17,7 @@ venv=${BNFAST_SANITIZE_VENV:-.venv-sanitize}
 CXX=${CXX:-g++}
 export CXX
 python3 -m venv "$venv"
-"$venv/bin/pip" install -q numpy pytest hypothesis pybind11 scikit-build-core
+"$venv/bin/pip" install -q numpy pytest hypothesis pybind11 scikit-build-core ml_dtypes
 # Non-editable install from a separate build directory: the normal build stays untouched.
 "$venv/bin/pip" install -q --no-build-isolation --force-reinstall --no-deps \
   -C cmake.define.BNFAST_SANITIZE=ON -C cmake.build-type=RelWithDebInfo \
@@ -31,11 +31,12 @@ fi
 
 if [ "$#" -eq 0 ]; then
   # Every kernel family and binding (ISAs, dtypes, bad inputs), the fuzz tests, the thread /
-  # leak / fork checks and the edge sweep (empty, degenerate, invalid inputs on every ISA); the
-  # training, tuning and CLI tests add no kernel code paths.
+  # leak / fork checks, the edge sweep (empty, degenerate, invalid inputs on every ISA) and the
+  # bfloat16 kernels' tests; the training, tuning and CLI tests add no kernel code paths.
   set -- tests/test_batch_norm.py tests/test_softmax.py tests/test_vmath.py tests/test_optim.py \
     tests/test_layers.py tests/test_isa.py tests/test_fuzz.py tests/test_reliability.py \
-    tests/test_edges.py -p no:cacheprovider -q -x
+    tests/test_edges.py tests/test_bfloat16.py tests/test_bfloat16_batch_norm.py \
+    tests/test_bfloat16_softmax.py tests/test_bfloat16_optim.py -p no:cacheprovider -q -x
 fi
 
 # libstdc++ too: CPython does not link it, and ASan's __cxa_throw interceptor must find the real

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # valgrind memcheck over the edge-case sweep (tests/test_edges.py: empty, degenerate and invalid
-# inputs on every ISA valgrind can run, i.e. scalar and AVX2). ASan (tools/sanitize.sh) misses
+# inputs, and the bfloat16 kernels' edge tests, on every ISA valgrind can run: scalar and AVX2). ASan (tools/sanitize.sh) misses
 # what an uninstrumented numpy or CPython does with our buffers, and stays silent on reads of
 # uninitialised memory; memcheck sees both, on the normal Release build. Fails if an invalid
 # read/write, an invalid or mismatched free, a use of uninitialised memory (a conditional, an
@@ -9,7 +9,7 @@
 # Other reports are counted, not failed on; tools/valgrind.supp holds the known ones (ld.so,
 # CPython, glibc), each with its reason. Leaks are tools/valgrind_leaks.sh's job.
 #
-#   tools/valgrind_memcheck.sh                      # tests/test_edges.py -k "not pytorch"
+#   tools/valgrind_memcheck.sh                      # the sweep and the bfloat16 edge tests
 #   tools/valgrind_memcheck.sh tests/test_x.py -k y # any pytest arguments instead
 #   tools/valgrind_memcheck.sh --script file.py     # any python file (args after it are its own)
 #   BNFAST_VALGRIND_EXAMPLES=N  hypothesis examples per @given test (default 5)
@@ -42,7 +42,13 @@ if [ "${1:-}" = --script ]; then
 else
   # Not the comparisons with PyTorch: importing torch alone takes ~2.5 min under valgrind, per
   # job, and the same shapes go through the kernels in the rest of the sweep.
-  [ "$#" -gt 0 ] || set -- tests/test_edges.py -q -k "not pytorch"
+  # The bfloat16 paths' edge tests too (empty and degenerate shapes, sizes around the vector
+  # widths, NaN rows, refused input, mixed optimizer lists, the rounding's special values).
+  bf16='empty or degenerate or edge or sizes or nan or one_value or batch_of_one or mixed_list'
+  bf16="$bf16 or special or bad or refuse"
+  [ "$#" -gt 0 ] || set -- tests/test_edges.py tests/test_bfloat16.py \
+    tests/test_bfloat16_batch_norm.py tests/test_bfloat16_softmax.py tests/test_bfloat16_optim.py \
+    -q -k "(test_edges and not pytorch) or (bfloat16 and not torch and ($bf16))"
   # A plugin: the hypothesis profile conftest.py loads (it honours HYPOTHESIS_PROFILE; valgrind
   # runs ~50x slower), and every JOBS-th test from the i-th for job i.
   cat >"$tmp/bnfast_valgrind.py" <<EOF
