@@ -132,67 +132,7 @@ inline std::uint32_t unit_key(std::uint64_t key, i64 off) {
       mix64(key + kGolden * ((static_cast<std::uint64_t>(off) >> 32) + 1)));
 }
 
-// 32-bit integer lanes beside Vec<float> (the hash and the bit-level rounding need adds and
-// multiplies that vec.h's float vectors do not offer). select_special(v, t): v where v is
-// zero, subnormal, infinite or NaN (rounded by the rules of bfloat16.h), else the lanes t.
-#if defined(BNFAST_TARGET_SCALAR)
-using IVec = std::uint32_t;
-inline IVec iset1(std::uint32_t x) { return x; }
-inline IVec iota() { return 0; }
-inline IVec iadd(IVec a, IVec b) { return a + b; }
-inline IVec imul(IVec a, IVec b) { return a * b; }
-inline IVec ixor(IVec a, IVec b) { return a ^ b; }
-inline IVec iand(IVec a, IVec b) { return a & b; }
-template <int N>
-inline IVec isrl(IVec a) {
-  return a >> N;
-}
-inline IVec ibits(Vec<float> v) { return float_bits(v.v); }
-inline Vec<float> select_special(Vec<float> v, IVec t) {
-  const std::uint32_t e = float_bits(v.v) & 0x7f800000u;
-  return {e == 0 || e == 0x7f800000u ? v.v : bits_float(t)};
-}
-#elif defined(BNFAST_TARGET_AVX2)
-using IVec = __m256i;
-inline IVec iset1(std::uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
-inline IVec iota() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
-inline IVec iadd(IVec a, IVec b) { return _mm256_add_epi32(a, b); }
-inline IVec imul(IVec a, IVec b) { return _mm256_mullo_epi32(a, b); }
-inline IVec ixor(IVec a, IVec b) { return _mm256_xor_si256(a, b); }
-inline IVec iand(IVec a, IVec b) { return _mm256_and_si256(a, b); }
-template <int N>
-inline IVec isrl(IVec a) {
-  return _mm256_srli_epi32(a, N);
-}
-inline IVec ibits(Vec<float> v) { return _mm256_castps_si256(v.v); }
-inline Vec<float> select_special(Vec<float> v, IVec t) {
-  const IVec e = iand(ibits(v), iset1(0x7f800000u));
-  const IVec special = _mm256_or_si256(_mm256_cmpeq_epi32(e, _mm256_setzero_si256()),
-                                       _mm256_cmpeq_epi32(e, iset1(0x7f800000u)));
-  return {_mm256_castsi256_ps(_mm256_blendv_epi8(t, ibits(v), special))};
-}
-#else  // AVX-512
-using IVec = __m512i;
-inline IVec iset1(std::uint32_t x) { return _mm512_set1_epi32(static_cast<int>(x)); }
-inline IVec iota() {
-  return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-}
-inline IVec iadd(IVec a, IVec b) { return _mm512_add_epi32(a, b); }
-inline IVec imul(IVec a, IVec b) { return _mm512_mullo_epi32(a, b); }
-inline IVec ixor(IVec a, IVec b) { return _mm512_xor_si512(a, b); }
-inline IVec iand(IVec a, IVec b) { return _mm512_and_si512(a, b); }
-template <int N>
-inline IVec isrl(IVec a) {
-  return _mm512_srli_epi32(a, N);
-}
-inline IVec ibits(Vec<float> v) { return _mm512_castps_si512(v.v); }
-inline Vec<float> select_special(Vec<float> v, IVec t) {
-  const IVec e = iand(ibits(v), iset1(0x7f800000u));
-  const __mmask16 special = _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512()) |
-                            _mm512_cmpeq_epi32_mask(e, iset1(0x7f800000u));
-  return {_mm512_castsi512_ps(_mm512_mask_blend_epi32(special, t, ibits(v)))};
-}
-#endif
+// IVec (32-bit integer lanes beside Vec<float>) and select_special come from vec.h.
 
 inline IVec lowbias32(IVec x) {
   x = ixor(x, isrl<16>(x));

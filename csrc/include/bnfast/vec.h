@@ -10,7 +10,8 @@
 // masked-off lanes read 0 or a given fill value),
 // arithmetic, fma, sqrt, min/max, compare/select, horizontal sums, bit operations on the
 // lanes' IEEE representation (and/or, logical shifts) for the range reductions of vmath.h, and
-// stream(), a non-temporal store for large fresh outputs (followed by stream_fence()). Each
+// stream(), a non-temporal store for large fresh outputs (followed by stream_fence()); bfloat16
+// loads and stores of float32 vectors, and 32-bit integer lanes (IVec) beside them. Each
 // target implements it in its own file (vec_scalar.h, vec_avx2.h, vec_avx512.h, chosen by
 // BNFAST_TARGET_<ISA>); what follows them here is written once on top of it.
 #pragma once

@@ -209,5 +209,28 @@ inline void stream_bf16(bf16* p, Vec<float> v) {
   _mm_stream_si128(reinterpret_cast<__m128i*>(p), round_bf16(v));
 }
 
+// 32-bit integer lanes beside Vec<float> (hashes and bit-level rounding need integer adds and
+// multiplies): IVec, iset1, iota (0, 1, ... per lane), iadd, imul, ixor, iand, isrl<N>, ibits (a
+// float vector's bit patterns); select_special(v, t): v where v is zero, subnormal, infinite or
+// NaN (rounded by the rules of bfloat16.h), else the lanes t as floats.
+using IVec = __m256i;
+inline IVec iset1(std::uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
+inline IVec iota() { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+inline IVec iadd(IVec a, IVec b) { return _mm256_add_epi32(a, b); }
+inline IVec imul(IVec a, IVec b) { return _mm256_mullo_epi32(a, b); }
+inline IVec ixor(IVec a, IVec b) { return _mm256_xor_si256(a, b); }
+inline IVec iand(IVec a, IVec b) { return _mm256_and_si256(a, b); }
+template <int N>
+inline IVec isrl(IVec a) {
+  return _mm256_srli_epi32(a, N);
+}
+inline IVec ibits(Vec<float> v) { return _mm256_castps_si256(v.v); }
+inline Vec<float> select_special(Vec<float> v, IVec t) {
+  const IVec e = iand(ibits(v), iset1(0x7f800000u));
+  const IVec special = _mm256_or_si256(_mm256_cmpeq_epi32(e, _mm256_setzero_si256()),
+                                       _mm256_cmpeq_epi32(e, iset1(0x7f800000u)));
+  return {_mm256_castsi256_ps(_mm256_blendv_epi8(t, ibits(v), special))};
+}
+
 }  // namespace BNFAST_NS
 }  // namespace bnfast

@@ -207,5 +207,30 @@ inline void stream_bf16(bf16* p, Vec<float> v) {
   _mm256_stream_si256(reinterpret_cast<__m256i*>(p), round_bf16(v));
 }
 
+// 32-bit integer lanes beside Vec<float> (hashes and bit-level rounding need integer adds and
+// multiplies): IVec, iset1, iota (0, 1, ... per lane), iadd, imul, ixor, iand, isrl<N>, ibits (a
+// float vector's bit patterns); select_special(v, t): v where v is zero, subnormal, infinite or
+// NaN (rounded by the rules of bfloat16.h), else the lanes t as floats.
+using IVec = __m512i;
+inline IVec iset1(std::uint32_t x) { return _mm512_set1_epi32(static_cast<int>(x)); }
+inline IVec iota() {
+  return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+inline IVec iadd(IVec a, IVec b) { return _mm512_add_epi32(a, b); }
+inline IVec imul(IVec a, IVec b) { return _mm512_mullo_epi32(a, b); }
+inline IVec ixor(IVec a, IVec b) { return _mm512_xor_si512(a, b); }
+inline IVec iand(IVec a, IVec b) { return _mm512_and_si512(a, b); }
+template <int N>
+inline IVec isrl(IVec a) {
+  return _mm512_srli_epi32(a, N);
+}
+inline IVec ibits(Vec<float> v) { return _mm512_castps_si512(v.v); }
+inline Vec<float> select_special(Vec<float> v, IVec t) {
+  const IVec e = iand(ibits(v), iset1(0x7f800000u));
+  const __mmask16 special = _mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512()) |
+                            _mm512_cmpeq_epi32_mask(e, iset1(0x7f800000u));
+  return {_mm512_castsi512_ps(_mm512_mask_blend_epi32(special, t, ibits(v)))};
+}
+
 }  // namespace BNFAST_NS
 }  // namespace bnfast

@@ -158,5 +158,26 @@ inline void store_bf16_partial(bf16* p, Vec<float> v, int n) {
 }
 inline void stream_bf16(bf16* p, Vec<float> v) { store_bf16(p, v); }
 
+// 32-bit integer lanes beside Vec<float> (hashes and bit-level rounding need integer adds and
+// multiplies): IVec, iset1, iota (0, 1, ... per lane), iadd, imul, ixor, iand, isrl<N>, ibits (a
+// float vector's bit patterns); select_special(v, t): v where v is zero, subnormal, infinite or
+// NaN (rounded by the rules of bfloat16.h), else the lanes t as floats.
+using IVec = std::uint32_t;
+inline IVec iset1(std::uint32_t x) { return x; }
+inline IVec iota() { return 0; }
+inline IVec iadd(IVec a, IVec b) { return a + b; }
+inline IVec imul(IVec a, IVec b) { return a * b; }
+inline IVec ixor(IVec a, IVec b) { return a ^ b; }
+inline IVec iand(IVec a, IVec b) { return a & b; }
+template <int N>
+inline IVec isrl(IVec a) {
+  return a >> N;
+}
+inline IVec ibits(Vec<float> v) { return float_bits(v.v); }
+inline Vec<float> select_special(Vec<float> v, IVec t) {
+  const std::uint32_t e = float_bits(v.v) & 0x7f800000u;
+  return {e == 0 || e == 0x7f800000u ? v.v : bits_float(t)};
+}
+
 }  // namespace BNFAST_NS
 }  // namespace bnfast
