@@ -144,7 +144,7 @@ inline IVec lowbias32(IVec x) {
 
 // v rounded stochastically, as a float32 that bfloat16 holds exactly (so that the rounding
 // store after it changes nothing): 16 random bits added below bfloat16's last place, the sum
-// truncated (round_bf16_stochastic of bfloat16.h, lane by lane); e32 = the lanes' element
+// truncated (the rule in bfloat16.h, lane by lane); e32 = the lanes' element
 // numbers mod 2^32.
 inline Vec<float> round_stochastic(Vec<float> v, IVec e32, std::uint32_t k32) {
   const IVec r = iand(lowbias32(iadd(e32, iset1(k32))), iset1(0xffffu));

@@ -49,17 +49,11 @@ inline std::uint16_t round_bf16_bits(std::uint32_t u) {
 
 inline bf16 round_bf16(float f) { return {round_bf16_bits(float_bits(f))}; }
 
-// Stochastic rounding: adds 16 random bits r below bfloat16's last place and truncates, so the
-// result rounds up with probability equal to the discarded fraction (unbiased in expectation;
-// small updates are not lost). NaN, infinities and subnormals round as in round_bf16.
-inline bf16 round_bf16_stochastic(float f, std::uint32_t r) {
-  const std::uint32_t u = float_bits(f);
-  if ((u & 0x7f800000u) == 0 || (u & 0x7f800000u) == 0x7f800000u) return {round_bf16_bits(u)};
-  const std::uint32_t t = u + (r & 0xffffu);
-  // Past the largest finite value the sum reaches the infinity pattern, as a carry should.
-  return {static_cast<std::uint16_t>(t >> 16)};
-}
-
+// Stochastic rounding (the optimizers' option; vectorized in optim.cpp): 16 random bits r are
+// added below bfloat16's last place and the sum truncated, u' = (u + r) & 0xffff0000, so the
+// result rounds up with probability equal to the discarded fraction (unbiased; small updates are
+// not lost). Zeros, subnormals, infinities and NaN round as round_bf16 does; past the largest
+// finite value the carry reaches the infinity pattern.
 }  // namespace
 
 // The element type a kernel computes in for storage type X: float for bfloat16, else X.
