@@ -16,7 +16,6 @@ import argparse
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import bnfast.torch as bt
 from bnfast.data import load_digits
