@@ -291,24 +291,32 @@ def _numpy_optimizer(name: str) -> Callable[[list, list, list], None]:
     ]
 
 
-def _optimizer_case(name: str, total: int, split: int, large: bool, dtype: str = "float32") -> Case:
-    """An optimizer step over ``dtype`` parameters and gradients; the state is float32 (the
-    NumPy API's default for bfloat16 parameters)."""
+def _optimizer_case(
+    name: str, total: int, split: int, large: bool, dtype: str = "float32", state_dtype: str = ""
+) -> Case:
+    """An optimizer step over ``dtype`` parameters and gradients with ``state_dtype`` state
+    (default: float32, the NumPy API's default for bfloat16 parameters too). PyTorch keeps the
+    state in the parameter's dtype, so it is the peer only of rows whose state dtype is the
+    parameters' (bfloat16 rows with float32 state are work PyTorch has no variant of)."""
     state, key, kwargs = OPTIMIZER_CASES[name]
+    state_dtype = state_dtype or "float32"
     cls = bnfast.optim.OPTIMIZERS[key]
-    e = _itemsize(dtype)
+    e, se = _itemsize(dtype), _itemsize(state_dtype)
     passes = (Pass(1, 1, "update", total, dtype),)
-    if state and dtype != "float32":
-        passes += (Pass(0, state, "update", total),)
+    if state and state_dtype != dtype:
+        passes += (Pass(0, state, "update", total, state_dtype),)
     elif state:
-        passes = (Pass(1, 1 + state, "update", total),)
+        passes = (Pass(1, 1 + state, "update", total, dtype),)
     nbytes = sum(p.nbytes for p in passes)
     formula = f"3·{e}n: read g; read and write w" + (
-        f"; read and write {state} float32 state array{'s' if state > 1 else ''} (8n each)"
+        f"; read and write {state} {state_dtype} state array{'s' if state > 1 else ''} "
+        f"({2 * se}n each)"
         if state
         else ""
     )
     shape = f"{total:.0e}".replace("+0", "").replace("+", "") + (f"/{split}" if split > 1 else "")
+    label = _label(shape, dtype) + (" bf16-state" if state and state_dtype == "bfloat16" else "")
+    state_kwargs = {"state_dtype": state_dtype} if dtype != "float32" else {}
 
     def build() -> dict[str, Impl]:
         rng = np.random.default_rng(0)
@@ -316,7 +324,7 @@ def _optimizer_case(name: str, total: int, split: int, large: bool, dtype: str =
         per = total // split
         params = [rng.standard_normal(per, dtype=F32).astype(dt) for _ in range(split)]
         grads = [(1e-3 * rng.standard_normal(per, dtype=F32)).astype(dt) for _ in range(split)]
-        opt = cls(params, grads=grads, **kwargs)
+        opt = cls(params, grads=grads, **kwargs, **state_kwargs)
         opt.step()  # allocates the state outside the timing
         impls = _bnfast_impls(opt.step)
         if dtype == "float32":
@@ -324,14 +332,13 @@ def _optimizer_case(name: str, total: int, split: int, large: bool, dtype: str =
             states = [[np.abs(g) for _ in range(state)] for g in grads]
             impls["numpy"] = Impl(lambda: step(params, grads, states))
         tb = torch_peers()
-        if tb is not None:
+        if tb is not None and (state_dtype == dtype or not state):
             fn, variant = tb.optimizer_peer(cls.__name__, params, grads, kwargs)
             impls["torch"] = Impl(fn, variant=variant)
         return impls
 
     return Case(
-        name, _label(shape, dtype), nbytes, formula, passes, build, large, dims=(total, split),
-        dtype=dtype,
+        name, label, nbytes, formula, passes, build, large, dims=(total, split), dtype=dtype,
     )  # fmt: skip
 
 
@@ -360,8 +367,17 @@ def cases(quick: bool = False) -> list[Case]:
         for rows, classes in xent:
             out.append(_softmax_cross_entropy_case(rows, classes, rows * classes >= 1 << 22, dtype))
         for name in OPTIMIZER_CASES:
-            for total, split in optim:
-                out.append(_optimizer_case(name, total, split, total >= 1 << 22, dtype))
+            # bfloat16 parameters: float32 state (the NumPy API's default), then bfloat16 state
+            # (PyTorch's, and bnfast.torch's default), the one PyTorch can be compared with.
+            states = (
+                ("float32", "bfloat16")
+                if dtype == "bfloat16" and OPTIMIZER_CASES[name][0]
+                else ("",)
+            )
+            for state_dtype in states:
+                for total, split in optim:
+                    large = total >= 1 << 22
+                    out.append(_optimizer_case(name, total, split, large, dtype, state_dtype))
     return out
 
 

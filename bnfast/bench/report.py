@@ -109,7 +109,10 @@ def format_table(result: dict[str, Any], all_rows: bool = False) -> str:
     for r in result["rows"]:
         formulas.setdefault(f"{r['kernel']} {r['shape']}", f"{r['bytes_formula']} "
                             f"= {r['bytes'] / 1e6:.2f} MB; SOL {r['sol_pattern']}")  # fmt: skip
-    lines += ["", "Bytes that must move (n elements, float32) and speed-of-light pattern:"]
+    lines += [
+        "",
+        "Bytes that must move (n elements: 4 bytes each in float32, 2 in bfloat16), speed of light:",
+    ]
     lines += [f"- {k}: {v}" for k, v in formulas.items()]
     if result.get("skipped"):
         lines += ["", "No bnfast kernel in this build for: " + ", ".join(result["skipped"])]
