@@ -31,8 +31,8 @@ SYSTEM_LIBS = {
 }  # fmt: skip
 
 
-# Only a repaired wheel bundles its libraries: `pip install .` (CI) and editable installs build an
-# unrepaired one, so these checks run where tools/test_wheels.sh installed a wheel.
+# Only a repaired wheel bundles its libraries: `pip install .` and editable installs build an
+# unrepaired one, so these checks run where tools/test_wheels.sh installed a wheel (as in CI).
 wheel_only = pytest.mark.skipif(
     not EXPECT_WHEEL,
     reason="not a repaired wheel (tools/test_wheels.sh sets BNFAST_EXPECT_WHEEL=1)",

@@ -101,9 +101,11 @@ class torch_threads:  # lower case: used like a function, ``with torch_threads()
     """Run the kernels called inside with threads from 512 KiB moved (PyTorch's own ops go
     parallel from 128 KiB), on this thread only.
 
-    In a PyTorch process both libraries share one OpenMP pool, and PyTorch's ops keep its
+    In a PyTorch process a source build shares PyTorch's OpenMP pool, and PyTorch's ops keep its
     workers awake, so bnfast's kernels gain from threads at sizes where a NumPy-driven loop
     would not (there OpenBLAS's threads spin between calls; see ``bnfast.set_num_threads``).
+    A wheel's bundled libgomp is a second pool, and the rule gains as much there
+    (``bench/openmp_pools.py``, bench/README.md).
     A (256, 1024) evaluation after a ReLU, 2 threads: 88-96 µs a step with the process-wide
     4 MiB rule, 60-68 µs with this one (PyTorch 69 µs). A lower process-wide setting wins.
     """
