@@ -398,6 +398,31 @@ def test_compiled_training_matches_eager():
     assert int(bn_c.num_batches_tracked) == STEPS
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compiled_batch_norm_backward_gets_dy_in_x_layout():
+    """Inductor lays the convolutions' outputs (batch norm's ``x``) out channels-last: the
+    kernel before each batch-norm backward (ReLU, pooling backward) writes ``dy`` in that layout
+    too, so the operator copies neither (the generated code shows the strides)."""
+    import re
+
+    from torch._inductor.utils import run_and_get_code
+
+    compiled = torch.compile(WithLoss(bt.convert(_net())), fullgraph=True)
+    x, t = _batches(1)[0]
+    _, codes = run_and_get_code(lambda: compiled(x, t).backward())
+    (code,) = [c for c in codes if "batch_norm_backward.default(" in c]  # the backward's
+    calls = re.findall(r"(buf\d+) = torch\.ops\.bnfast\.batch_norm_backward\.default\((\w+),", code)
+    assert len(calls) == 2, code
+    for out, dy in calls:
+        dy_strides = re.search(rf"\b{dy} = empty_strided_cpu\(\([\d, ]+\), \(([\d, ]+)\)", code)
+        dx = f"buf{int(out[3:]) + 1}"
+        dx_strides = re.search(rf"assert_size_stride\({dx}, \([\d, ]+\), \(([\d, ]+)\)", code)
+        assert dy_strides and dx_strides, (out, dy)
+        c = 8  # the net's channels: channels-last strides end in (..., c)
+        assert dy_strides[1] == dx_strides[1] and dx_strides[1].split(", ")[1] == "1", code
+        assert dx_strides[1].endswith(f", {c}"), dx_strides[1]
+
+
 def test_compiled_graph_calls_bnfast_without_falling_back():
     rec = Recorder()
     model = WithLoss(bt.convert(_net()))

@@ -27,7 +27,9 @@ Batch-norm outputs keep the input's layout: a channels-last input gives channels
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from typing import Any
 
 import torch
@@ -140,7 +142,9 @@ def batch_norm_eval(
     return y, torch.from_numpy(mean), torch.from_numpy(invstd)
 
 
-@custom_op("bnfast::batch_norm_backward", mutates_args=(), device_types="cpu", tags=_ANY_LAYOUT)
+# The backward takes ``x`` in any layout too, but ``dy`` in ``x``'s (else it copies ``dy``): its
+# inductor lowering asks for that (``_dy_like_x``), so no tag here.
+@custom_op("bnfast::batch_norm_backward", mutates_args=(), device_types="cpu")
 def batch_norm_backward(
     dy: Tensor,
     x: Tensor,
@@ -189,7 +193,34 @@ def _(x, weight, bias, running_mean, running_var, eps):  # type: ignore[no-untyp
 
 @register_fake("bnfast::batch_norm_backward")
 def _(dy, x, mean, invstd, weight, training):  # type: ignore[no-untyped-def]
+    if "torch._inductor.lowering" in sys.modules:  # tracing for inductor: lowered before long
+        _lower_batch_norm_backward()
     return (_like_input(x), *_stats_fake(x))
+
+
+def _dy_like_x(fx_node, dy, x, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """Inductor layout constraint of ``batch_norm_backward``: ``x`` keeps the layout inductor
+    gave it (a convolution's output is channels-last on the CPU) and ``dy`` gets the same
+    strides, written so by the kernel that computes it (the ReLU/pooling backward before it),
+    where a layout fixed at tracing would copy one of them at every step."""
+    from torch._inductor import ir
+    from torch._inductor.virtualized import V
+
+    order = ir.get_stride_order(x.get_stride(), V.graph.sizevars.shape_env)
+    x = ir.ExternKernel.require_stride_order(x, order)
+    return (ir.ExternKernel.require_stride_order(dy, order), x, *args), kwargs
+
+
+@functools.cache
+def _lower_batch_norm_backward() -> None:
+    """Registers ``batch_norm_backward``'s inductor lowering (a call of the operator, with
+    :func:`_dy_like_x`) once inductor is loaded: importing it at ``import bnfast.torch`` would
+    cost eager users ~0.7 s."""
+    from torch._inductor.lowering import lowerings, make_fallback
+
+    op = torch.ops.bnfast.batch_norm_backward.default
+    if op not in lowerings:
+        make_fallback(op, layout_constraint=_dy_like_x)
 
 
 def _bn_setup(ctx, inputs, output, training):  # type: ignore[no-untyped-def]
