@@ -206,6 +206,7 @@ def _dy_like_x(fx_node, dy, x, *args, **kwargs):  # type: ignore[no-untyped-def]
     from torch._inductor import ir
     from torch._inductor.virtualized import V
 
+    x = ir.ExternKernel.realize_input(x)  # x recomputed in backward: a buffer, layout frozen
     order = ir.get_stride_order(x.get_stride(), V.graph.sizevars.shape_env)
     x = ir.ExternKernel.require_stride_order(x, order)
     return (ir.ExternKernel.require_stride_order(dy, order), x, *args), kwargs
