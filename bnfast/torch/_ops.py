@@ -16,8 +16,8 @@ float32):
 ``batch_norm_eval(x, weight?, bias?, running_mean, running_var, eps) -> (y, mean, invstd)``
 ``batch_norm_backward(dy, x, mean, invstd, weight?, training) -> (dx, dweight, dbias)``
 ``cross_entropy(x, target, weight?, ignore_index, reduction, label_smoothing) -> (loss, grad)``
-    the loss and its gradient w.r.t. ``x`` (for an upstream gradient of 1) in one pass;
-    ``cross_entropy_backward(grad, grad_output, axis)`` scales it in backward.
+    the loss and its gradient w.r.t. ``x`` (for an upstream gradient of 1) in one pass; the
+    backward scales it by the upstream gradient (inductor: one in-place pass).
 ``softmax(x, dim)``, ``log_softmax(x, dim)``, ``softmax_backward(y, dy, dim)``,
 ``log_softmax_backward(y, dy, dim)``
 ``binary_cross_entropy_with_logits(x, target, weight?, pos_weight?, reduction) -> (loss, grad)``
@@ -27,7 +27,9 @@ Batch-norm outputs keep the input's layout: a channels-last input gives channels
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from typing import Any
 
 import torch
@@ -140,7 +142,9 @@ def batch_norm_eval(
     return y, torch.from_numpy(mean), torch.from_numpy(invstd)
 
 
-@custom_op("bnfast::batch_norm_backward", mutates_args=(), device_types="cpu", tags=_ANY_LAYOUT)
+# The backward takes ``x`` in any layout too, but ``dy`` in ``x``'s (else it copies ``dy``): its
+# inductor lowering asks for that (``_dy_like_x``), so no tag here.
+@custom_op("bnfast::batch_norm_backward", mutates_args=(), device_types="cpu")
 def batch_norm_backward(
     dy: Tensor,
     x: Tensor,
@@ -189,7 +193,35 @@ def _(x, weight, bias, running_mean, running_var, eps):  # type: ignore[no-untyp
 
 @register_fake("bnfast::batch_norm_backward")
 def _(dy, x, mean, invstd, weight, training):  # type: ignore[no-untyped-def]
+    if "torch._inductor.lowering" in sys.modules:  # tracing for inductor: lowered before long
+        _lower_batch_norm_backward()
     return (_like_input(x), *_stats_fake(x))
+
+
+def _dy_like_x(fx_node, dy, x, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """Inductor layout constraint of ``batch_norm_backward``: ``x`` keeps the layout inductor
+    gave it (a convolution's output is channels-last on the CPU) and ``dy`` gets the same
+    strides, written so by the kernel that computes it (the ReLU/pooling backward before it),
+    where a layout fixed at tracing would copy one of them at every step."""
+    from torch._inductor import ir
+    from torch._inductor.virtualized import V
+
+    x = ir.ExternKernel.realize_input(x)  # x recomputed in backward: a buffer, layout frozen
+    order = ir.get_stride_order(x.get_stride(), V.graph.sizevars.shape_env)
+    x = ir.ExternKernel.require_stride_order(x, order)
+    return (ir.ExternKernel.require_stride_order(dy, order), x, *args), kwargs
+
+
+@functools.cache
+def _lower_batch_norm_backward() -> None:
+    """Registers ``batch_norm_backward``'s inductor lowering (a call of the operator, with
+    :func:`_dy_like_x`) once inductor is loaded: importing it at ``import bnfast.torch`` would
+    cost eager users ~0.7 s."""
+    from torch._inductor.lowering import lowerings, make_fallback
+
+    op = torch.ops.bnfast.batch_norm_backward.default
+    if op not in lowerings:
+        make_fallback(op, layout_constraint=_dy_like_x)
 
 
 def _bn_setup(ctx, inputs, output, training):  # type: ignore[no-untyped-def]
@@ -273,26 +305,17 @@ def _ce_setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
     ctx.save_for_backward(output[1], *((x, weight) if ctx.target_grad else ()))
 
 
-@custom_op("bnfast::cross_entropy_backward", mutates_args=(), device_types="cpu")
-def cross_entropy_backward(grad: Tensor, grad_output: Tensor, axis: int) -> Tensor:
-    """``grad`` (the forward's gradient for an upstream 1) times the upstream gradient."""
-    out = empty(grad.shape, grad.dtype)
-    # Into a buffer from ``empty``: a fresh 16 MB tensor from PyTorch's allocator (what a
-    # traced ``grad * go`` gets) costs ~3 ms of page faults, more than the multiply.
-    go = grad_output if grad_output.dim() == 0 else grad_output.unsqueeze(axis)
-    return torch.mul(grad, go, out=out)
-
-
-@register_fake("bnfast::cross_entropy_backward")
-def _(grad, grad_output, axis):  # type: ignore[no-untyped-def]
-    return torch.empty_like(grad, memory_format=torch.contiguous_format)
-
-
 def _ce_backward(ctx, go, _dgrad):  # type: ignore[no-untyped-def]
     grad, *x_weight = ctx.saved_tensors
     dx = dt = None
     if ctx.needs_input_grad[0]:
-        dx = torch.ops.bnfast.cross_entropy_backward(grad, go, ctx.axis)
+        # Plain PyTorch arithmetic, not an operator of ours: an operator must return a new
+        # tensor (a second pass into a fresh buffer), while inductor makes this one in-place
+        # pass over the saved gradient, a buffer the backward owns ("donated"), and fuses it
+        # with whatever consumes it. The pass remains even for ``loss.backward()``'s upstream 1,
+        # which the eager path skips: a traced graph cannot know the tangent's value.
+        scale = go if go.dim() == 0 else go.unsqueeze(ctx.axis)
+        dx = (grad * scale).to(grad.dtype)  # bfloat16 logits have float32 losses
     if ctx.target_grad and ctx.needs_input_grad[1]:
         x, weight = x_weight
         dt = torch.ops.bnfast.log_softmax(x, ctx.axis)
@@ -422,7 +445,6 @@ OPS = (
     batch_norm_eval,
     batch_norm_backward,
     cross_entropy,
-    cross_entropy_backward,
     softmax,
     log_softmax,
     softmax_backward,
