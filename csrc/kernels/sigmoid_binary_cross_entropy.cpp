@@ -45,7 +45,7 @@ void sigmoid_binary_cross_entropy(const SigmoidBinaryCrossEntropyArgs<X>& a) {
   const i64 units = (rows + R - 1) / R;
   Scratch<double> usum(units);
   const T scale = static_cast<T>(a.elem_scale);
-  const int nt = threads_for(a.n * static_cast<i64>(sizeof(X)) * 3);
+  const int nt = threads_for(a.n * static_cast<i64>(sizeof(T)) * 3);  // exp-bound: see softmax
   parallel_for(units, nt, [&](i64 u) {
     const V one = V::set1(T(1)), zero = V::zero();
     double acc = 0;

@@ -172,9 +172,12 @@ Plan make_plan(Shape3 s) {
   return p;
 }
 
+// Softmax is bound by its exp, not by memory: its time follows the element count, so a
+// bfloat16 input counts at its float32 compute width (else half the elements would stay on one
+// thread at the same cost per element).
 template <class X>
 inline int threads(const Plan& p, int arrays) {
-  return threads_for(p.rows * p.K * static_cast<i64>(sizeof(X)) * arrays);
+  return threads_for(p.rows * p.K * static_cast<i64>(sizeof(Compute<X>)) * arrays);
 }
 
 // Calls f(first_row, end_row) for the rows traversal or f(a, b0, b1) for columns, per unit.
