@@ -114,6 +114,8 @@ def test_opcheck_batch_norm(case):
     wd = None if w is None else w.detach()
     for training in (True, False) if dt == torch.float64 else (True,):
         opcheck(ops.batch_norm_backward.default, (dy, x.detach(), mean, invstd, wd, training))
+    y = ops.batch_norm_train(x.detach(), wd, None, None, None, 0.1, 1e-5)[0]
+    opcheck(ops.batch_norm_backward.default, (dy, x.detach(), mean, invstd, wd, True, y))
     # channels-last stays channels-last
     y = ops.batch_norm_train(x, w, b, rm, rv, 0.1, 1e-5)[0]
     assert y.stride() == x.stride()
@@ -421,6 +423,21 @@ def test_compiled_batch_norm_backward_gets_dy_in_x_layout():
         c = 8  # the net's channels: channels-last strides end in (..., c)
         assert dy_strides[1] == dx_strides[1] and dx_strides[1].split(", ")[1] == "1", code
         assert dx_strides[1].endswith(f", {c}"), dx_strides[1]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compiled_relu_masks_are_recomputed_not_stored():
+    """The batch-norm backward takes the forward's output ``y``, so the partitioner keeps ``y``
+    and recomputes each following ReLU's mask from it in the backward, where it would otherwise
+    store the masks as bool tensors (which inductor writes an element at a time)."""
+    from torch._inductor.utils import run_and_get_code
+
+    compiled = torch.compile(WithLoss(bt.convert(_net())), fullgraph=True)
+    x, t = _batches(1)[0]
+    _, codes = run_and_get_code(lambda: compiled(x, t).backward())
+    code = "\n".join(codes)
+    assert code.count("torch.ops.bnfast.batch_norm_backward.default(") == 2, code
+    assert "torch.bool" not in code and "bool*" not in code, code
 
 
 def test_compiled_graph_calls_bnfast_without_falling_back():

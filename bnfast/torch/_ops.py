@@ -14,7 +14,9 @@ float32):
 ``batch_norm_train(x, weight?, bias?, running_mean(a!)?, running_var(b!)?, momentum, eps)``
     ``-> (y, save_mean, save_invstd)``; the running statistics are updated in place (declared).
 ``batch_norm_eval(x, weight?, bias?, running_mean, running_var, eps) -> (y, mean, invstd)``
-``batch_norm_backward(dy, x, mean, invstd, weight?, training) -> (dx, dweight, dbias)``
+``batch_norm_backward(dy, x, mean, invstd, weight?, training, y?) -> (dx, dweight, dbias)``
+    ``y``, the forward's output, is not read: autograd passes it so that a compiled graph keeps
+    it for the backward (below).
 ``cross_entropy(x, target, weight?, ignore_index, reduction, label_smoothing) -> (loss, grad)``
     the loss and its gradient w.r.t. ``x`` (for an upstream gradient of 1) in one pass; the
     backward scales it by the upstream gradient (inductor: one in-place pass).
@@ -23,6 +25,14 @@ float32):
 ``binary_cross_entropy_with_logits(x, target, weight?, pos_weight?, reduction) -> (loss, grad)``
 
 Batch-norm outputs keep the input's layout: a channels-last input gives channels-last outputs.
+
+Why the backward takes ``y``: after an operator inductor cannot see into, the partitioner keeps
+a following ReLU's mask as a bool tensor rather than the 4-byte ``y`` (it cannot recompute
+``y``), and inductor writes bool tensors one element at a time with a branch on its sign
+(PyTorch 2.13: 10 ms for 1M floats, 0.45 ms eager). With ``y`` saved anyway, the mask is
+recomputed from it inside the fused ReLU backward: the conv-net step of ``bnfast bench`` ran
+0.44x compiled PyTorch before, see bench/README.md. It costs keeping one activation per batch
+norm to the backward, as eager PyTorch keeps the ReLU's output.
 """
 
 from __future__ import annotations
@@ -152,6 +162,7 @@ def batch_norm_backward(
     invstd: Tensor,
     weight: Tensor | None,
     training: bool,
+    y: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     xv, axis = _layout(x)
     dyv = dy.movedim(1, -1).contiguous() if axis == -1 else dy.contiguous()
@@ -192,7 +203,7 @@ def _(x, weight, bias, running_mean, running_var, eps):  # type: ignore[no-untyp
 
 
 @register_fake("bnfast::batch_norm_backward")
-def _(dy, x, mean, invstd, weight, training):  # type: ignore[no-untyped-def]
+def _(dy, x, mean, invstd, weight, training, y=None):  # type: ignore[no-untyped-def]
     if "torch._inductor.lowering" in sys.modules:  # tracing for inductor: lowered before long
         _lower_batch_norm_backward()
     return (_like_input(x), *_stats_fake(x))
@@ -226,14 +237,14 @@ def _lower_batch_norm_backward() -> None:
 
 def _bn_setup(ctx, inputs, output, training):  # type: ignore[no-untyped-def]
     x, weight = inputs[0], inputs[1]
-    ctx.save_for_backward(x, weight, output[1], output[2])
+    ctx.save_for_backward(x, weight, output[1], output[2], output[0])
     ctx.training = training
     ctx.has_weight, ctx.has_bias = weight is not None, inputs[2] is not None
 
 
 def _bn_backward(ctx, dy, _dmean, _dinvstd):  # type: ignore[no-untyped-def]
-    x, weight, mean, invstd = ctx.saved_tensors
-    dx, dw, db = torch.ops.bnfast.batch_norm_backward(dy, x, mean, invstd, weight, ctx.training)
+    x, weight, mean, invstd, y = ctx.saved_tensors
+    dx, dw, db = torch.ops.bnfast.batch_norm_backward(dy, x, mean, invstd, weight, ctx.training, y)
     return dx, dw if ctx.has_weight else None, db if ctx.has_bias else None
 
 
