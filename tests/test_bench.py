@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import pathlib
@@ -141,13 +142,23 @@ def test_case_ids_are_public_names():
 
 
 def test_old_result_ids_map_to_case_ids():
-    """JSON files of earlier runs (bench/results/) keep their ids; OLD_IDS reads them."""
+    """JSON files of earlier runs (bench/results/) keep their ids; OLD_IDS reads them. Drop-in
+    rows may also be whole training steps (``bnfast.torch.bench``'s conv-net cases), checked
+    where PyTorch is installed."""
     ids = {c.kernel for c in bench.cases(quick=True)}
+    steps = None
+    if importlib.util.find_spec("torch") is not None:
+        from bnfast.torch import bench as torch_bench
+
+        steps = ids | {k for k, _ in torch_bench.COMPILED_CASES + torch_bench.AUTOCAST_CASES}
     paths = sorted((pathlib.Path(__file__).parents[1] / "bench" / "results").glob("*.json"))
     for path in paths:
         run = json.loads(path.read_text())
-        for r in run["rows"] + run.get("dropin", []):
-            assert bench.OLD_IDS.get(r["kernel"], r["kernel"]) in ids, (path.name, r["kernel"])
+        checks = [(run["rows"], ids)] + ([(run.get("dropin", []), steps)] if steps else [])
+        for rows, known in checks:
+            for r in rows:
+                kernel = bench.OLD_IDS.get(r["kernel"], r["kernel"])
+                assert kernel in known, (path.name, kernel)
 
 
 def test_filters_select_nothing():
