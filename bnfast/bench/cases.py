@@ -292,14 +292,18 @@ def _numpy_optimizer(name: str) -> Callable[[list, list, list], None]:
 
 
 def _optimizer_case(
-    name: str, total: int, split: int, large: bool, dtype: str = "float32", state_dtype: str = ""
+    name: str,
+    total: int,
+    split: int,
+    large: bool,
+    dtype: str = "float32",
+    state_dtype: str = "float32",
 ) -> Case:
     """An optimizer step over ``dtype`` parameters and gradients with ``state_dtype`` state
-    (default: float32, the NumPy API's default for bfloat16 parameters too). PyTorch keeps the
+    (float32 by default, the NumPy API's default for bfloat16 parameters too). PyTorch keeps the
     state in the parameter's dtype, so it is the peer only of rows whose state dtype is the
     parameters' (bfloat16 rows with float32 state are work PyTorch has no variant of)."""
     state, key, kwargs = OPTIMIZER_CASES[name]
-    state_dtype = state_dtype or "float32"
     cls = bnfast.optim.OPTIMIZERS[key]
     e, se = _itemsize(dtype), _itemsize(state_dtype)
     passes = (Pass(1, 1, "update", total, dtype),)
@@ -372,7 +376,7 @@ def cases(quick: bool = False) -> list[Case]:
             states = (
                 ("float32", "bfloat16")
                 if dtype == "bfloat16" and OPTIMIZER_CASES[name][0]
-                else ("",)
+                else ("float32",)
             )
             for state_dtype in states:
                 for total, split in optim:
